@@ -1,0 +1,1 @@
+"""mlledger backends (built by later issues)."""

@@ -1,0 +1,1 @@
+"""mlledger: the record."""

@@ -1,0 +1,364 @@
+"""Storage: engines, opening and creating ledgers, sequencing, and reads.
+
+SQLAlchemy 2.x Core only. SQLite runs in WAL mode with ``synchronous=FULL`` (a
+committed entry survives power loss) and sequences under ``BEGIN IMMEDIATE``;
+PostgreSQL sequences under ``SELECT ... FOR UPDATE`` of the single ``head_lock``
+row. Either way exactly one transaction at a time extends the chain, so any
+number of processes can append with no fork and no gap; ``UNIQUE(prev)`` and the
+``seq`` primary key back this up.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, select
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
+
+from ledger import merkle
+from ledger.canonical import GENESIS_PREV, EntryPrefix, entry_bytes, format_ts
+from ledger.errors import IntegrityError, LedgerNotFound, StorageError
+from ledger.schema import (
+    FORMAT_MARKER,
+    MIGRATIONS,
+    NODE_MIN_LEVEL,
+    SCHEMA_VERSION,
+    entries,
+    head_lock,
+    meta,
+    nodes,
+)
+
+__all__ = ["DEFAULT_DB_NAME", "Head", "Receipt", "Store", "resolve_url"]
+
+DEFAULT_DB_NAME: Final = "ledger.db"
+_LEAF: Final = b"\x00"
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """Where an appended entry landed: its seq, leaf hash and timestamp."""
+
+    seq: int
+    leaf_hash: bytes
+    ts: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"seq": self.seq, "leaf_hash": self.leaf_hash.hex(), "ts": self.ts}
+
+
+@dataclass(frozen=True, slots=True)
+class Head:
+    """The current end of the log. ``size`` is the number of entries."""
+
+    size: int
+    leaf_hash: bytes
+    ts_us: int
+    root: bytes
+
+
+def resolve_url(location: str | os.PathLike[str]) -> tuple[str, Path | None]:
+    """A SQLAlchemy URL for ``location`` and the ledger's home directory, if local.
+
+    ``location`` is a URL (``sqlite:///...``, ``postgresql+psycopg://...``) or a
+    directory such as ``.mlledger`` that holds ``ledger.db``.
+    """
+    loc = os.fspath(location)
+    if "://" in loc:
+        try:
+            url = make_url(loc)
+        except ArgumentError as exc:
+            raise LedgerNotFound(f"{loc!r} is not a database URL: {exc}") from None
+        if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+            return loc, Path(url.database).resolve().parent
+        return loc, None
+    home = Path(loc)
+    return f"sqlite:///{(home / DEFAULT_DB_NAME).resolve()}", home
+
+
+def _redact(url: str) -> str:
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return url
+
+
+class Store:
+    """One ledger database. Thread-safe; share one per process."""
+
+    def __init__(self, url: str, engine: Engine) -> None:
+        self.url = url
+        self.engine = engine
+        self.dialect = engine.dialect.name
+
+    # -- opening ---------------------------------------------------------------
+
+    @classmethod
+    def connect(cls, url: str, *, create: bool) -> Store:
+        """An engine for ``url``; without ``create`` a missing SQLite file is refused."""
+        try:
+            parsed = make_url(url)
+        except ArgumentError as exc:
+            raise LedgerNotFound(f"{url!r} is not a database URL: {exc}") from None
+        backend = parsed.get_backend_name()
+        kwargs: dict[str, Any] = {}
+        if backend == "sqlite":
+            db = parsed.database
+            if db in (None, "", ":memory:"):
+                raise LedgerNotFound("an in-memory SQLite database cannot hold a ledger; give a file")
+            path = Path(db)
+            if not create and not path.is_file():
+                raise LedgerNotFound(
+                    f"no ledger at {path}: the file does not exist; run 'mlledger init' first "
+                    "or pass --ledger"
+                )
+            if create:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            kwargs["connect_args"] = {"check_same_thread": False, "timeout": 60}
+        elif backend == "postgresql":
+            if parsed.get_driver_name() != "psycopg":
+                raise LedgerNotFound(
+                    f"use a 'postgresql+psycopg://' URL (psycopg 3), not {parsed.drivername!r}"
+                )
+        else:
+            raise LedgerNotFound(f"unsupported database {backend!r}: use SQLite or PostgreSQL")
+        try:
+            engine = create_engine(url, **kwargs)
+        except (NoSuchModuleError, ModuleNotFoundError) as exc:
+            raise StorageError(
+                f"the driver for {backend} is not installed ({exc}); "
+                "install it with: pip install 'mlledger[postgres]'"
+            ) from None
+        if backend == "sqlite":
+            _configure_sqlite(engine)
+        return cls(url, engine)
+
+    def check(self) -> int:
+        """Confirm this database holds an mlledger ledger; return its schema version."""
+        try:
+            with self.engine.connect() as conn:
+                names = set(inspect(conn).get_table_names())
+                if meta.name not in names:
+                    raise LedgerNotFound(
+                        f"{_redact(self.url)} is not an mlledger ledger (no {meta.name} table); "
+                        "run 'mlledger init' to create one"
+                    )
+                rows = dict(conn.execute(select(meta.c.key, meta.c.value)).tuples().all())
+        except DBAPIError as exc:
+            raise StorageError(f"cannot read {_redact(self.url)}: {exc.orig}") from None
+        if rows.get("format") != FORMAT_MARKER:
+            raise LedgerNotFound(f"{_redact(self.url)} is not an mlledger ledger (format marker missing)")
+        version = int(rows.get("schema_version", "0"))
+        if version > SCHEMA_VERSION:
+            raise StorageError(
+                f"{_redact(self.url)} has schema version {version}, newer than this mlledger "
+                f"understands ({SCHEMA_VERSION}); upgrade mlledger"
+            )
+        return version
+
+    def migrate(self, conn: Connection, current: int) -> None:
+        """Apply migrations ``current`` .. SCHEMA_VERSION inside ``conn``'s transaction."""
+        for step in MIGRATIONS[current:]:
+            step(conn)
+        conn.execute(meta.delete().where(meta.c.key == "schema_version"))
+        conn.execute(meta.insert().values(key="schema_version", value=str(SCHEMA_VERSION)))
+
+    def is_initialised(self) -> bool:
+        with self.engine.connect() as conn:
+            return meta.name in inspect(conn).get_table_names()
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    # -- transactions ----------------------------------------------------------
+
+    def write_conn(self) -> Connection:
+        """A connection whose next ``begin()`` takes the write lock (SQLite)."""
+        conn = self.engine.connect()
+        if self.dialect == "sqlite":
+            conn = conn.execution_options(sqlite_immediate=True)
+        return conn
+
+    def lock_head(self, conn: Connection) -> None:
+        """Inside a write transaction: serialise with every other appender."""
+        if self.dialect == "postgresql":
+            conn.execute(select(head_lock.c.id).where(head_lock.c.id == 1).with_for_update())
+
+    # -- reads -----------------------------------------------------------------
+
+    def tail(self, conn: Connection) -> tuple[int, bytes, int, bytes] | None:
+        """(seq, leaf_hash, ts_us, entry) of the last entry, or None when empty."""
+        row = conn.execute(
+            select(entries.c.seq, entries.c.leaf_hash, entries.c.ts_us, entries.c.entry)
+            .order_by(entries.c.seq.desc())
+            .limit(1)
+        ).first()
+        return None if row is None else (row[0], bytes(row[1]), row[2], bytes(row[3]))
+
+    def subtree_hashes(self, conn: Connection, wanted: Sequence[tuple[int, int]]) -> list[bytes]:
+        """Hashes of complete subtrees ``(level, index)``, with few reads."""
+        out: list[bytes] = []
+        for level, idx in wanted:
+            if level >= NODE_MIN_LEVEL:
+                h = conn.execute(
+                    select(nodes.c.hash).where(nodes.c.level == level, nodes.c.idx == idx)
+                ).scalar_one_or_none()
+                if h is None:
+                    raise IntegrityError(f"Merkle node (level {level}, index {idx}) is missing")
+                out.append(bytes(h))
+            else:
+                lo, hi = idx << level, (idx + 1) << level
+                leaves = [
+                    bytes(r[0])
+                    for r in conn.execute(
+                        select(entries.c.leaf_hash)
+                        .where(entries.c.seq >= lo, entries.c.seq < hi)
+                        .order_by(entries.c.seq)
+                    )
+                ]
+                if len(leaves) != hi - lo:
+                    raise IntegrityError(f"entries {lo}..{hi - 1} are not all present")
+                out.append(merkle.root_of(leaves))
+        return out
+
+    def frontier(self, conn: Connection, size: int) -> merkle.Frontier:
+        return merkle.Frontier(size, self.subtree_hashes(conn, merkle.Frontier.levels(size)))
+
+    def range_hash(self, conn: Connection, start: int, end: int) -> bytes:
+        """MTH of leaves [start, end) for ranges that occur in proofs."""
+        return merkle.fold(self.subtree_hashes(conn, merkle.complete_subtrees(start, end)))
+
+    def iter_rows(
+        self, conn: Connection, *, start: int = 0, stop: int | None = None, chunk: int = 5000
+    ) -> Iterator[Sequence[Any]]:
+        """(seq, leaf_hash, ts_us, kind, subject, entry) rows in seq order, chunked."""
+        sql = (
+            "SELECT seq, leaf_hash, ts_us, kind, subject, entry FROM entries "
+            "WHERE seq >= {p0} {extra} ORDER BY seq LIMIT {chunk}"
+        )
+        ph = "?" if self.dialect == "sqlite" else "%s"
+        extra = f"AND seq < {ph}" if stop is not None else ""
+        query = sql.format(p0=ph, extra=extra, chunk=int(chunk))
+        nxt = start
+        while True:
+            params = (nxt, stop) if stop is not None else (nxt,)
+            rows = conn.exec_driver_sql(query, params).fetchall()
+            if not rows:
+                return
+            yield from rows
+            nxt = rows[-1][0] + 1
+
+
+class Sequencer:
+    """Assigns seq, prev and ts and writes a batch of entries in one transaction.
+
+    Keeps the Merkle frontier of the tail it last wrote; when another process
+    has appended since, the frontier is reloaded (O(log n) reads).
+    """
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._cache: tuple[int, bytes, merkle.Frontier] | None = None
+
+    def write(
+        self, conn: Connection, batch: Sequence[EntryPrefix], *, expect_size: int | None = None
+    ) -> list[Receipt]:
+        """Inside a write transaction holding the lock: append ``batch``."""
+        store = self.store
+        store.lock_head(conn)
+        tail = store.tail(conn)
+        if tail is None:
+            size, prev, last_ts = 0, bytes.fromhex(GENESIS_PREV), 0
+        else:
+            size, prev, last_ts = tail[0] + 1, tail[1], tail[2]
+        if expect_size is not None and size != expect_size:
+            raise IntegrityError(f"expected a ledger of {expect_size} entries, found {size}")
+        if self._cache is not None and self._cache[0] == size and self._cache[1] == prev:
+            frontier = self._cache[2].copy()
+        else:
+            if tail is not None and hashlib.sha256(_LEAF + tail[3]).digest() != tail[1]:
+                raise IntegrityError(
+                    f"entry {tail[0]} (the tail) does not match its stored leaf hash; "
+                    "the ledger fails verification: run 'mlledger verify'"
+                )
+            frontier = store.frontier(conn, size)
+        ts_us = max(time.time_ns() // 1000, last_ts)
+        ts = format_ts(ts_us)
+        rows: list[tuple[int, bytes, bytes, int, str, str | None, bytes]] = []
+        node_rows: list[tuple[int, int, bytes]] = []
+        receipts: list[Receipt] = []
+        sha = hashlib.sha256
+        seq = size
+        for pre in batch:
+            data = entry_bytes(pre, seq, prev.hex(), ts)
+            leaf = sha(_LEAF + data).digest()
+            rows.append((seq, leaf, prev, ts_us, pre.kind, pre.subject, data))
+            for level, idx, h in frontier.append(leaf):
+                if level >= NODE_MIN_LEVEL:
+                    node_rows.append((level, idx, h))
+            receipts.append(Receipt(seq, leaf, ts))
+            prev = leaf
+            seq += 1
+        _insert(conn, rows, node_rows)
+        self._pending = (seq, prev, frontier)
+        return receipts
+
+    def committed(self) -> None:
+        """Call after the transaction of the last ``write`` committed."""
+        self._cache = self._pending
+
+    def rolled_back(self) -> None:
+        self._cache = None
+
+
+_ENTRY_SQL: Final = (
+    "INSERT INTO entries (seq, leaf_hash, prev, ts_us, kind, subject, entry) "
+    "VALUES ({0},{0},{0},{0},{0},{0},{0})"
+)
+_NODE_SQL: Final = "INSERT INTO nodes (level, idx, hash) VALUES ({0},{0},{0})"
+
+
+def _insert(
+    conn: Connection,
+    rows: list[tuple[int, bytes, bytes, int, str, str | None, bytes]],
+    node_rows: list[tuple[int, int, bytes]],
+) -> None:
+    ph = "?" if conn.dialect.name == "sqlite" else "%s"
+    conn.exec_driver_sql(_ENTRY_SQL.format(ph), rows)  # type: ignore[arg-type]
+    if node_rows:
+        conn.exec_driver_sql(_NODE_SQL.format(ph), node_rows)  # type: ignore[arg-type]
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    """WAL, FULL sync, and explicit BEGIN [IMMEDIATE] instead of pysqlite's own."""
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=FULL")
+        cur.execute("PRAGMA busy_timeout=60000")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        immediate = conn.get_execution_options().get("sqlite_immediate", False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def root_of_head(store: Store, conn: Connection) -> Head:
+    """The head, with the Merkle root recomputed from stored nodes."""
+    tail = store.tail(conn)
+    if tail is None:
+        return Head(0, bytes(32), 0, merkle.EMPTY_ROOT)
+    size = tail[0] + 1
+    return Head(size, tail[1], tail[2], store.frontier(conn, size).root())
+

@@ -1,0 +1,347 @@
+"""The ``Ledger``: open or create one, append events, read and verify them.
+
+Appends go through group commit: callers queue their entries; whichever caller
+holds the writer mutex commits everything queued in one transaction (leader /
+follower, no background thread). ``append(..., durable=True)`` returns only once
+its entry is committed; ``append_many`` is atomic.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Self
+
+import orjson
+from pydantic import ValidationError
+from sqlalchemy import Connection, select
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from ledger import kinds as _kinds  # noqa: F401  (registers the core kinds)
+from ledger._store import Head, Receipt, Store, resolve_url, root_of_head
+from ledger.canonical import EntryPrefix, format_ts, parse_ts
+from ledger.errors import InputError, IntegrityError, MlledgerError, StorageError
+from ledger.events import Event, describe_validation_error, payload_model
+from ledger.kinds import LedgerCreated
+from ledger.schema import SCHEMA_VERSION, entries, nodes
+from ledger.verify import ChainVerifier, VerifyResult
+
+__all__ = ["Entry", "Ledger"]
+
+SOFTWARE = "mlledger 0.1.0"
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """A stored entry: its position, leaf hash and the canonical bytes."""
+
+    seq: int
+    leaf_hash: bytes
+    ts: str
+    kind: str
+    subject: str | None
+    raw: bytes
+
+    @property
+    def data(self) -> dict[str, Any]:
+        """The entry decoded as JSON."""
+        value: dict[str, Any] = orjson.loads(self.raw)
+        return value
+
+    @property
+    def actor(self) -> str:
+        return str(self.data["actor"])
+
+    @property
+    def payload(self) -> dict[str, Any]:
+        value: dict[str, Any] = self.data["payload"]
+        return value
+
+    def event(self) -> Event:
+        """Re-validate the stored payload against its kind's model."""
+        d = self.data
+        model = payload_model(d["kind"])
+        try:
+            payload = model.model_validate(d["payload"])
+        except ValidationError as exc:
+            raise IntegrityError(describe_validation_error(exc, f"entry {self.seq}.payload")) from None
+        return Event(payload, actor=d["actor"], subject=d["subject"])
+
+
+class _Group:
+    __slots__ = ("done", "error", "prefixes", "receipts")
+
+    def __init__(self, prefixes: list[EntryPrefix]) -> None:
+        self.prefixes = prefixes
+        self.done = False
+        self.error: BaseException | None = None
+        self.receipts: list[Receipt] = []
+
+
+class Ledger:
+    """A ledger database. Use ``Ledger.open`` or ``Ledger.init``; close it when done."""
+
+    def __init__(self, store: Store) -> None:
+        from ledger._store import Sequencer
+
+        self._store = store
+        self._seq = Sequencer(store)
+        self._mutex = threading.Lock()
+        self._qlock = threading.Lock()
+        self._queue: list[_Group] = []
+        self._closed = False
+
+    # -- life cycle ------------------------------------------------------------
+
+    @classmethod
+    def open(cls, location: str) -> Ledger:
+        """Open an existing ledger by URL or directory; ``LedgerNotFound`` otherwise."""
+        url, _home = resolve_url(location)
+        store = Store.connect(url, create=False)
+        try:
+            version = store.check()
+            if version < SCHEMA_VERSION:
+                with store.write_conn() as conn, conn.begin():
+                    store.lock_head(conn) if version >= 1 else None
+                    if store.check() < SCHEMA_VERSION:
+                        store.migrate(conn, version)
+        except BaseException:
+            store.dispose()
+            raise
+        return cls(store)
+
+    @classmethod
+    def init(
+        cls, location: str, *, origin: str, verifier_key: str, actor: str = "system:init"
+    ) -> Ledger:
+        """Create the schema and the genesis entry in one transaction."""
+        url, _home = resolve_url(location)
+        store = Store.connect(url, create=True)
+        try:
+            genesis = Event(
+                LedgerCreated(origin=origin, verifier_key=verifier_key, software=SOFTWARE),
+                actor=actor,
+            )
+        except ValidationError as exc:
+            store.dispose()
+            raise InputError(describe_validation_error(exc, "ledger.created")) from None
+        ledger = cls(store)
+        try:
+            with store.write_conn() as conn, conn.begin():
+                if store.is_initialised():
+                    store.check()
+                    raise InputError(f"a ledger already exists at {location}; open it instead")
+                store.migrate(conn, 0)
+                ledger._seq.write(conn, [genesis.prepare()], expect_size=0)
+            ledger._seq.committed()
+        except DBAPIError as exc:
+            ledger.close()
+            raise StorageError(f"cannot create the ledger: {exc.orig}") from None
+        except BaseException:
+            ledger.close()
+            raise
+        return ledger
+
+    def close(self) -> None:
+        self._closed = True
+        self._store.dispose()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def url(self) -> str:
+        return self._store.url
+
+    @property
+    def store(self) -> Store:
+        return self._store
+
+    # -- appending -------------------------------------------------------------
+
+    def append(self, event: Event) -> Receipt:
+        """Append one event; returns once it is committed."""
+        return self._submit([event.prepare()])[0]
+
+    def append_many(self, events: Iterable[Event]) -> list[Receipt]:
+        """Append events atomically: all are committed, in order, or none."""
+        prefixes = [e.prepare() for e in events]
+        if not prefixes:
+            return []
+        return self._submit(prefixes)
+
+    def _submit(self, prefixes: list[EntryPrefix]) -> list[Receipt]:
+        if self._closed:
+            raise ValueError("the ledger is closed")
+        group = _Group(prefixes)
+        with self._qlock:
+            self._queue.append(group)
+        with self._mutex:
+            if not group.done:
+                with self._qlock:
+                    batch, self._queue = self._queue, []
+                self._commit(batch)
+        if group.error is not None:
+            raise group.error
+        return group.receipts
+
+    def _commit(self, batch: list[_Group]) -> None:
+        flat = [p for g in batch for p in g.prefixes]
+        error: BaseException | None = None
+        receipts: list[Receipt] = []
+        try:
+            with self._store.write_conn() as conn, conn.begin():
+                receipts = self._seq.write(conn, flat)
+            self._seq.committed()
+        except OperationalError as exc:
+            error = StorageError(f"the database refused the append: {exc.orig}")
+        except DBAPIError as exc:
+            error = IntegrityError(f"the database refused the append: {exc.orig}")
+        except BaseException as exc:  # delivered to every waiter, re-raised below
+            error = exc
+        if error is not None:
+            self._seq.rolled_back()
+        at = 0
+        for g in batch:
+            if error is None:
+                g.receipts = receipts[at : at + len(g.prefixes)]
+                at += len(g.prefixes)
+            else:
+                g.error = error
+            g.done = True
+
+    # -- reading ---------------------------------------------------------------
+
+    def _read(self) -> Connection:
+        return self._store.engine.connect()
+
+    def head(self) -> Head:
+        """Size, last leaf hash, last timestamp and Merkle root."""
+        with self._read() as conn, conn.begin():
+            return root_of_head(self._store, conn)
+
+    def origin(self) -> str:
+        return str(self.get(0).payload["origin"])
+
+    def get(self, seq: int) -> Entry:
+        """The entry at ``seq``; ``InputError`` when there is none."""
+        with self._read() as conn:
+            row = conn.execute(
+                select(entries.c.seq, entries.c.leaf_hash, entries.c.ts_us, entries.c.kind,
+                       entries.c.subject, entries.c.entry).where(entries.c.seq == seq)
+            ).first()
+        if row is None:
+            raise InputError(f"seq {seq}: no such entry (the ledger has {self.head().size})")
+        return _entry(row)
+
+    def iter(
+        self,
+        *,
+        kind: str | Sequence[str] | None = None,
+        subject: str | None = None,
+        since: str | datetime | None = None,
+        until: str | datetime | None = None,
+        start: int = 0,
+        limit: int | None = None,
+        chunk: int = 1000,
+    ) -> Iterator[Entry]:
+        """Entries in seq order, filtered; ``since``/``until`` are inclusive/exclusive."""
+        cols = (entries.c.seq, entries.c.leaf_hash, entries.c.ts_us, entries.c.kind,
+                entries.c.subject, entries.c.entry)
+        where = []
+        if kind is not None:
+            where.append(entries.c.kind.in_([kind] if isinstance(kind, str) else list(kind)))
+        if subject is not None:
+            where.append(entries.c.subject == subject)
+        if since is not None:
+            where.append(entries.c.ts_us >= _ts_us(since, "since"))
+        if until is not None:
+            where.append(entries.c.ts_us < _ts_us(until, "until"))
+        nxt, left = start, limit
+        while left is None or left > 0:
+            n = chunk if left is None else min(chunk, left)
+            with self._read() as conn:
+                rows = conn.execute(
+                    select(*cols).where(entries.c.seq >= nxt, *where).order_by(entries.c.seq).limit(n)
+                ).all()
+            if not rows:
+                return
+            for row in rows:
+                yield _entry(row)
+            nxt = rows[-1][0] + 1
+            if left is not None:
+                left -= len(rows)
+
+    # -- verification ------------------------------------------------------------
+
+    def verify(self, *, progress: Any = None, deep: bool = False) -> VerifyResult:
+        """Recompute every leaf hash, link, timestamp and stored Merkle node.
+
+        ``progress(n)`` is called with the number of entries checked so far.
+        ``deep`` also re-validates each payload against its kind's model.
+        """
+        checker = ChainVerifier()
+        with self._read() as conn, conn.begin():
+            for chunk in _chunks(self._store.iter_rows(conn, chunk=20000), 20000):
+                if not checker.feed(chunk):
+                    break
+                if deep:
+                    for row in chunk:
+                        try:
+                            _entry(row).event()
+                        except (MlledgerError, KeyError) as exc:
+                            return VerifyResult(False, checker.size, None, row[0], str(exc))
+                if progress is not None:
+                    progress(checker.size)
+            if checker.failure is None:
+                checker.check_nodes(
+                    conn.execute(select(nodes.c.level, nodes.c.idx, nodes.c.hash)).tuples()
+                )
+        return checker.result()
+
+    def verify_or_raise(self) -> VerifyResult:
+        result = self.verify()
+        if not result.ok:
+            raise IntegrityError(f"verification failed at seq {result.bad_seq}: {result.reason}")
+        return result
+
+
+def _chunks(rows: Iterator[Any], n: int) -> Iterator[list[Any]]:
+    buf: list[Any] = []
+    for row in rows:
+        buf.append(row)
+        if len(buf) >= n:
+            yield buf
+            buf = []
+    if buf:
+        yield buf
+
+
+def _entry(row: Sequence[Any]) -> Entry:
+    return Entry(row[0], bytes(row[1]), format_ts(row[2]), row[3], row[4], bytes(row[5]))
+
+
+def _ts_us(value: str | datetime, field: str) -> int:
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise InputError(f"{field}: give a timezone-aware time")
+        return int(value.timestamp() * 1_000_000)
+    text = value.strip()
+    try:
+        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        try:
+            return parse_ts(text)
+        except InputError:
+            raise InputError(f"{field}: {value!r} is not an RFC 3339 time") from None
+    if dt.tzinfo is None:
+        raise InputError(f"{field}: {value!r} has no timezone; add Z or an offset")
+    return int(dt.timestamp() * 1_000_000)
+
+
+

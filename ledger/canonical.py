@@ -1,0 +1,166 @@
+"""Canonical entry bytes (DESIGN.md section 2, docs/FORMAT.md section 2).
+
+An entry is one JSON object: UTF-8, keys sorted by code point, no insignificant
+whitespace, integers within +-(2**53 - 1), finite floats in shortest round-trip
+form, control characters escaped. The stored bytes are the record; verifiers hash
+them and never re-serialise.
+
+Invariants this module keeps:
+1. ``encode`` never produces NaN or Infinity (it raises ``InputError``).
+2. ``entry_bytes`` equals ``encode`` of the whole envelope dict; the envelope is
+   spliced from a pre-encoded prefix only so that the expensive part (the payload)
+   is encoded before the write lock is taken.
+3. ``format_ts``/``parse_ts`` are exact inverses on the RFC 3339 form
+   ``YYYY-MM-DDTHH:MM:SS.ffffffZ``.
+"""
+
+from __future__ import annotations
+
+import calendar
+import math
+import re
+import time
+from typing import Any, Final
+
+import orjson
+
+from ledger.errors import InputError
+
+__all__ = [
+    "FORMAT_VERSION",
+    "GENESIS_PREV",
+    "MAX_NAME_BYTES",
+    "MAX_PAYLOAD_BYTES",
+    "EntryPrefix",
+    "check_json_value",
+    "decode",
+    "encode",
+    "entry_bytes",
+    "format_ts",
+    "parse_ts",
+    "prefix",
+]
+
+FORMAT_VERSION: Final = 1
+GENESIS_PREV: Final = "0" * 64
+#: Largest canonical payload accepted, in bytes (1 MiB).
+MAX_PAYLOAD_BYTES: Final = 1 << 20
+#: Largest ``actor`` or ``subject``, in UTF-8 bytes.
+MAX_NAME_BYTES: Final = 512
+#: The largest integer JSON carries exactly in every common implementation (I-JSON).
+MAX_SAFE_INT: Final = (1 << 53) - 1
+
+_OPTS: Final = orjson.OPT_SORT_KEYS | orjson.OPT_STRICT_INTEGER
+_TS_RE: Final = re.compile(rb"\A(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})\.(\d{6})Z\Z")
+
+
+def encode(value: Any, *, where: str = "value") -> bytes:
+    """Canonical JSON bytes of ``value``; raise ``InputError`` naming ``where``."""
+    check_json_value(value, where)
+    try:
+        return orjson.dumps(value, option=_OPTS)
+    except (TypeError, orjson.JSONEncodeError) as exc:
+        raise InputError(f"{where}: cannot be encoded as canonical JSON: {exc}") from None
+
+
+def check_json_value(value: Any, where: str) -> None:
+    """Reject what canonical JSON cannot carry: non-finite floats, huge ints, odd types."""
+    stack: list[tuple[Any, str]] = [(value, where)]
+    while stack:
+        item, path = stack.pop()
+        if isinstance(item, bool) or item is None or isinstance(item, str):
+            continue
+        if isinstance(item, int):
+            if not -MAX_SAFE_INT <= item <= MAX_SAFE_INT:
+                raise InputError(f"{path}: integer {item} is outside +-(2**53 - 1)")
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                raise InputError(f"{path}: {item!r} is not a finite number (NaN and Infinity are refused)")
+        elif isinstance(item, dict):
+            for key, sub in item.items():
+                if not isinstance(key, str):
+                    raise InputError(f"{path}: object key {key!r} is not a string")
+                stack.append((sub, f"{path}.{key}"))
+        elif isinstance(item, list | tuple):
+            stack.extend((sub, f"{path}[{i}]") for i, sub in enumerate(item))
+        else:
+            raise InputError(f"{path}: {type(item).__name__} is not a JSON value")
+
+
+def decode(data: bytes, *, where: str = "input") -> Any:
+    """Parse JSON strictly (UTF-8, no NaN/Infinity, no lone surrogates)."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise InputError(f"{where}: malformed JSON: {exc}") from None
+
+
+class EntryPrefix:
+    """An entry's bytes up to ``"prev":"``, plus its encoded subject.
+
+    Built outside the write lock; ``entry_bytes`` completes it under the lock.
+    """
+
+    __slots__ = ("data", "kind", "subject", "subject_json")
+
+    def __init__(self, data: bytes, kind: str, subject: str | None, subject_json: bytes) -> None:
+        self.data = data
+        self.kind = kind
+        self.subject = subject
+        self.subject_json = subject_json
+
+
+def _name(value: str | None, field: str) -> bytes:
+    if value is not None and len(value.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
+        raise InputError(f"{field}: longer than {MAX_NAME_BYTES} bytes")
+    try:
+        return orjson.dumps(value)
+    except orjson.JSONEncodeError as exc:
+        raise InputError(f"{field}: {exc}") from None
+
+
+def prefix(kind: str, actor: str, subject: str | None, payload: bytes) -> EntryPrefix:
+    """Pre-encode the envelope fields that sort before ``prev``.
+
+    ``payload`` must already be canonical (``encode``).
+    """
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise InputError(
+            f"payload: {len(payload)} bytes is over the {MAX_PAYLOAD_BYTES}-byte limit; "
+            "store large content as an artifact and record its hash"
+        )
+    head = b"".join(
+        (b'{"actor":', _name(actor, "actor"), b',"kind":', orjson.dumps(kind),
+         b',"payload":', payload, b',"prev":"')
+    )
+    return EntryPrefix(head, kind, subject, _name(subject, "subject"))
+
+
+def entry_bytes(pre: EntryPrefix, seq: int, prev_hex: str, ts: str) -> bytes:
+    """The canonical entry: keys actor, kind, payload, prev, seq, subject, ts, v."""
+    return b"".join(
+        (pre.data, prev_hex.encode(), b'","seq":', str(seq).encode(), b',"subject":',
+         pre.subject_json, b',"ts":"', ts.encode(), b'","v":1}')
+    )
+
+
+def format_ts(micros: int) -> str:
+    """RFC 3339 UTC with microseconds and ``Z`` from microseconds since the epoch."""
+    secs, frac = divmod(micros, 1_000_000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)) + f".{frac:06d}Z"
+
+
+def parse_ts(text: str | bytes) -> int:
+    """Microseconds since the epoch from the exact form ``format_ts`` writes."""
+    raw = text.encode() if isinstance(text, str) else text
+    m = _TS_RE.match(raw)
+    if m is None:
+        raise InputError(f"timestamp {raw!r} is not of the form YYYY-MM-DDTHH:MM:SS.ffffffZ")
+    y, mo, d, h, mi, s, us = (int(g) for g in m.groups())
+    try:
+        secs = calendar.timegm((y, mo, d, h, mi, s, 0, 0, 0))
+        if time.gmtime(secs)[:6] != (y, mo, d, h, mi, s):
+            raise ValueError("out of range")
+    except (ValueError, OverflowError):
+        raise InputError(f"timestamp {raw!r} is not a valid date and time") from None
+    return secs * 1_000_000 + us

@@ -1,0 +1,179 @@
+"""Event model: the strict envelope callers append, and the payload registry.
+
+Every kind (DESIGN.md section 3) has one payload model. Models are strict, frozen
+and forbid extra fields; floats must be finite. An unknown kind or an invalid
+payload raises ``InputError`` naming the field, before anything is written.
+
+Later issues add kinds with ``@register``; a kind is registered exactly once.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from typing import Annotated, Any, ClassVar, Final, TypeVar
+
+import orjson
+from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError
+
+from ledger.canonical import MAX_NAME_BYTES, EntryPrefix, prefix
+from ledger.errors import InputError
+
+__all__ = [
+    "KIND_PATTERN",
+    "Event",
+    "Payload",
+    "Sha256Hex",
+    "describe_validation_error",
+    "kinds",
+    "payload_model",
+    "register",
+]
+
+KIND_PATTERN: Final = r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$"
+
+Sha256Hex = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+"""Lowercase hex of a SHA-256 digest."""
+
+
+class Payload(BaseModel):
+    """Base of every payload model. Subclasses set ``KIND``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+    KIND: ClassVar[str] = ""
+
+
+_P = TypeVar("_P", bound=type[Payload])
+_REGISTRY: dict[str, type[Payload]] = {}
+
+
+def register(kind: str) -> Callable[[_P], _P]:
+    """Class decorator: make ``cls`` the payload model of ``kind``."""
+    if not re.match(KIND_PATTERN, kind):
+        raise ValueError(f"kind {kind!r} does not match {KIND_PATTERN}")
+
+    def deco(cls: _P) -> _P:
+        if kind in _REGISTRY:
+            raise ValueError(f"kind {kind!r} is already registered to {_REGISTRY[kind].__name__}")
+        cls.KIND = kind
+        _REGISTRY[kind] = cls
+        return cls
+
+    return deco
+
+
+def kinds() -> list[str]:
+    """Every registered kind, sorted."""
+    return sorted(_REGISTRY)
+
+
+def payload_model(kind: str) -> type[Payload]:
+    """The payload model of ``kind``; ``InputError`` for an unknown kind."""
+    try:
+        return _REGISTRY[kind]
+    except KeyError:
+        raise InputError(
+            f"kind: unknown event kind {kind!r}; known kinds: {', '.join(kinds())}"
+        ) from None
+
+
+def describe_validation_error(exc: ValidationError, where: str) -> str:
+    """One line per problem: ``where.field: message``."""
+    parts = []
+    for err in exc.errors(include_url=False):
+        loc = ".".join(str(p) for p in err["loc"])
+        field = f"{where}.{loc}" if loc else where
+        parts.append(f"{field}: {err['msg']}")
+    return "; ".join(parts)
+
+
+class Event:
+    """An event to append: kind, actor, subject and a validated payload.
+
+    The envelope fields ``v``, ``seq``, ``prev`` and ``ts`` are assigned by the
+    ledger when the event is sequenced.
+    """
+
+    __slots__ = ("actor", "payload", "subject")
+
+    def __init__(self, payload: Payload, *, actor: str, subject: str | None = None) -> None:
+        if not isinstance(payload, Payload) or not payload.KIND:
+            raise TypeError("payload must be an instance of a registered Payload model")
+        _check_name(actor, "actor")
+        if subject is not None:
+            _check_name(subject, "subject")
+        self.payload = payload
+        self.actor = actor
+        self.subject = subject
+
+    @property
+    def kind(self) -> str:
+        return self.payload.KIND
+
+    @classmethod
+    def from_json(cls, obj: Any, *, where: str = "event", actor: str | None = None) -> Event:
+        """Validate a decoded JSON event ``{"kind", "actor", "subject", "payload"}``.
+
+        ``actor`` is used when the object has none.
+        """
+        if not isinstance(obj, Mapping):
+            raise InputError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+        extra = set(obj) - {"kind", "actor", "subject", "payload"}
+        if extra:
+            raise InputError(
+                f"{where}: unexpected field(s) {', '.join(sorted(extra))}; an event has "
+                "kind, actor, subject and payload (seq, prev and ts are assigned by the ledger)"
+            )
+        kind = obj.get("kind")
+        if not isinstance(kind, str):
+            raise InputError(f"{where}.kind: required, a string such as 'dataset.registered'")
+        model = payload_model(kind)
+        who = obj.get("actor", actor)
+        if not isinstance(who, str):
+            raise InputError(f"{where}.actor: required, a string such as 'alice@example.com'")
+        subject = obj.get("subject")
+        if subject is not None and not isinstance(subject, str):
+            raise InputError(f"{where}.subject: must be a string or null")
+        body = obj.get("payload")
+        if not isinstance(body, Mapping):
+            raise InputError(f"{where}.payload: required, a JSON object")
+        try:
+            payload = model.model_validate(body)
+        except ValidationError as exc:
+            raise InputError(describe_validation_error(exc, f"{where}.payload")) from None
+        try:
+            return cls(payload, actor=who, subject=subject)
+        except InputError as exc:
+            raise InputError(f"{where}.{exc}") from None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "actor": self.actor,
+            "subject": self.subject,
+            "payload": self.payload.model_dump(mode="json"),
+        }
+
+    def prepare(self) -> EntryPrefix:
+        """Encode everything but the sequencing fields (done outside the write lock)."""
+        body = self.payload.model_dump(mode="json")
+        try:
+            payload = orjson.dumps(body, option=orjson.OPT_SORT_KEYS | orjson.OPT_STRICT_INTEGER)
+        except orjson.JSONEncodeError as exc:
+            raise InputError(f"payload: cannot be encoded as canonical JSON: {exc}") from None
+        return prefix(self.kind, self.actor, self.subject, payload)
+
+    def __repr__(self) -> str:
+        return f"Event({self.kind!r}, actor={self.actor!r}, subject={self.subject!r})"
+
+
+_NAME_RE: Final = re.compile(r"[^\x00-\x1f\x7f]+")
+
+
+def _check_name(value: object, field: str) -> None:
+    if not isinstance(value, str):
+        raise InputError(f"{field}: must be a string, got {type(value).__name__}")
+    if not _NAME_RE.fullmatch(value):
+        raise InputError(f"{field}: must be non-empty, without control characters (got {value!r:.80})")
+    if len(value.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
+        raise InputError(f"{field}: longer than {MAX_NAME_BYTES} bytes")

@@ -1,0 +1,151 @@
+"""Payload models of the ledger's own kinds (DESIGN.md section 3).
+
+``ledger.created``, ``key.added``, ``key.rotated``, ``key.revoked``,
+``identity.registered``, ``policy.published`` and ``dataset.registered``.
+Other packages register their kinds the same way, with ``ledger.events.register``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Annotated, Literal, Self
+
+from pydantic import Field, JsonValue, StringConstraints, model_validator
+
+from ledger.events import Payload, Sha256Hex, register
+
+__all__ = [
+    "ROLES",
+    "ColumnSummary",
+    "DatasetRegistered",
+    "IdentityRegistered",
+    "KeyAdded",
+    "KeyRevoked",
+    "KeyRotated",
+    "LedgerCreated",
+    "PolicyPublished",
+]
+
+Origin = Annotated[str, StringConstraints(pattern=r"^[^\s+]{1,255}$")]
+"""A schema-less URL-like log name, e.g. ``example.com/credit-risk``; no spaces or '+'."""
+
+VKey = Annotated[str, StringConstraints(pattern=r"^[^\s+]+\+[0-9a-f]{8}\+[A-Za-z0-9+/]+=*$")]
+"""A C2SP verifier key: ``<name>+<8 hex key id>+<base64(type || public key)>``."""
+
+Text = Annotated[str, StringConstraints(min_length=1, max_length=4096)]
+Identifier = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._@:/+-]{0,254}$")]
+B64Signature = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9+/]{86}==$")]
+
+Role = Literal[
+    "admin", "data-steward", "model-developer", "validator", "model-risk",
+    "deployer", "dpo", "auditor", "service",
+]
+ROLES: tuple[str, ...] = Role.__args__  # type: ignore[attr-defined]
+
+
+@register("ledger.created")
+class LedgerCreated(Payload):
+    """Genesis: names the log and the key that signs its checkpoints."""
+
+    origin: Origin
+    verifier_key: VKey
+    format: Literal["mlledger/v1"] = "mlledger/v1"
+    software: Text
+
+
+@register("key.added")
+class KeyAdded(Payload):
+    """A further trusted key: a checkpoint key for this log, or a witness."""
+
+    verifier_key: VKey
+    purpose: Literal["checkpoint", "witness"]
+
+
+@register("key.rotated")
+class KeyRotated(Payload):
+    """The checkpoint key changes; the old key signs the hand-over.
+
+    ``old_key_signature`` is base64 Ed25519 by the old key over
+    ``"mlledger/key-rotation/v1\\n" + origin + "\\n" + old_key + "\\n" + new_key + "\\n"``.
+    """
+
+    old_key: VKey
+    new_key: VKey
+    old_key_signature: B64Signature
+
+
+@register("key.revoked")
+class KeyRevoked(Payload):
+    """A key is no longer trusted for anything it signs after this entry."""
+
+    verifier_key: VKey
+    reason: Literal["compromised", "superseded", "retired"]
+    note: Text | None = None
+
+
+@register("identity.registered")
+class IdentityRegistered(Payload):
+    """A person or service, its roles and its Ed25519 public key (raw 32 bytes, base64)."""
+
+    name: Identifier
+    roles: Annotated[list[Role], Field(min_length=1)]
+    public_key: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9+/]{43}=$")]
+    display_name: Text | None = None
+
+    @model_validator(mode="after")
+    def _unique_roles(self) -> Self:
+        if len(set(self.roles)) != len(self.roles):
+            raise ValueError("roles must not repeat")
+        return self
+
+
+@register("policy.published")
+class PolicyPublished(Payload):
+    """A policy document bound to a stage; ``policy_hash`` is SHA-256 of ``body`` (UTF-8)."""
+
+    policy_hash: Sha256Hex
+    stage: Identifier
+    name: Identifier
+    body: Annotated[str, StringConstraints(min_length=1)]
+
+    @model_validator(mode="after")
+    def _hash_matches(self) -> Self:
+        actual = hashlib.sha256(self.body.encode("utf-8")).hexdigest()
+        if actual != self.policy_hash:
+            raise ValueError(f"policy_hash {self.policy_hash} is not SHA-256 of body ({actual})")
+        return self
+
+
+class ColumnSummary(Payload):
+    """One column of a dataset: type and summary statistics, never raw values."""
+
+    name: Annotated[str, StringConstraints(min_length=1, max_length=1024)]
+    dtype: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    nullable: bool
+    stats: dict[str, JsonValue] = Field(default_factory=dict)
+
+
+@register("dataset.registered")
+class DatasetRegistered(Payload):
+    """A dataset by content hash; the data itself stays where it is."""
+
+    name: Identifier
+    sha256: Sha256Hex
+    format: Literal["csv", "parquet"]
+    size_bytes: Annotated[int, Field(ge=0)]
+    rows: Annotated[int, Field(ge=0)]
+    role: Literal["train", "eval", "reference", "production"]
+    columns: Annotated[list[ColumnSummary], Field(min_length=1)]
+    sensitive_features: list[str] = Field(default_factory=list)
+    target: str | None = None
+    source: Annotated[str, StringConstraints(min_length=1, max_length=4096)]
+
+    @model_validator(mode="after")
+    def _declared_columns_exist(self) -> Self:
+        names = [c.name for c in self.columns]
+        if len(set(names)) != len(names):
+            raise ValueError("column names must be unique")
+        for col in [*self.sensitive_features, *([self.target] if self.target else [])]:
+            if col not in names:
+                raise ValueError(f"declared column {col!r} is not among the dataset's columns")
+        return self

@@ -1,0 +1,155 @@
+"""Database schema, append-only triggers and versioned migrations.
+
+Tables:
+- ``entries``: one row per entry; ``entry`` holds the canonical bytes (the record);
+  the other columns are indexes over them, re-checked by ``verify``.
+- ``nodes``: Merkle interior nodes of complete subtrees at level >= NODE_MIN_LEVEL,
+  written as entries arrive, so proofs cost O(log n) reads.
+- ``checkpoints``: signed checkpoint notes.
+- ``mlledger_meta``: the format marker and schema version.
+- ``head_lock``: one row, locked ``FOR UPDATE`` while sequencing on PostgreSQL.
+
+``entries``, ``nodes`` and ``checkpoints`` refuse UPDATE and DELETE through
+database triggers on both SQLite and PostgreSQL (and TRUNCATE on PostgreSQL).
+
+Migrations: ``MIGRATIONS[i]`` upgrades schema version ``i`` to ``i + 1``. A ledger
+created by an older release is upgraded when it is opened for writing; one
+created by a newer release is refused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Final
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Connection,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    Table,
+    Text,
+    text,
+)
+
+__all__ = [
+    "APPEND_ONLY_TABLES",
+    "FORMAT_MARKER",
+    "MIGRATIONS",
+    "NODE_MIN_LEVEL",
+    "SCHEMA_VERSION",
+    "checkpoints",
+    "entries",
+    "head_lock",
+    "meta",
+    "metadata",
+    "nodes",
+]
+
+FORMAT_MARKER: Final = "mlledger-ledger"
+#: Interior nodes below this level are recomputed from at most 2**NODE_MIN_LEVEL leaf hashes.
+NODE_MIN_LEVEL: Final = 4
+
+metadata = MetaData()
+
+entries = Table(
+    "entries",
+    metadata,
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("leaf_hash", LargeBinary(32), nullable=False),
+    Column("prev", LargeBinary(32), nullable=False, unique=True),
+    Column("ts_us", BigInteger, nullable=False),
+    Column("kind", Text, nullable=False),
+    Column("subject", Text, nullable=True),
+    Column("entry", LargeBinary, nullable=False),
+    Index("ix_entries_kind_seq", "kind", "seq"),
+    Index("ix_entries_subject_seq", "subject", "seq"),
+    Index("ix_entries_ts", "ts_us"),
+)
+
+nodes = Table(
+    "nodes",
+    metadata,
+    Column("level", Integer, primary_key=True, autoincrement=False),
+    Column("idx", BigInteger, primary_key=True, autoincrement=False),
+    Column("hash", LargeBinary(32), nullable=False),
+    sqlite_with_rowid=False,
+)
+
+checkpoints = Table(
+    "checkpoints",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=False),
+    Column("size", BigInteger, nullable=False),
+    Column("root", LargeBinary(32), nullable=False),
+    Column("note", LargeBinary, nullable=False),
+    Column("ts_us", BigInteger, nullable=False),
+    Index("ix_checkpoints_size", "size"),
+)
+
+meta = Table(
+    "mlledger_meta",
+    metadata,
+    Column("key", Text, primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+head_lock = Table(
+    "head_lock",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+)
+
+APPEND_ONLY_TABLES: Final = ("entries", "nodes", "checkpoints")
+
+
+def _sqlite_triggers(table: str) -> list[str]:
+    return [
+        f"CREATE TRIGGER IF NOT EXISTS {table}_no_{op.lower()} BEFORE {op} ON {table} "
+        f"BEGIN SELECT RAISE(ABORT, 'mlledger: {table} is append-only; {op} refused'); END"
+        for op in ("UPDATE", "DELETE")
+    ]
+
+
+_PG_FUNCTION = """
+CREATE OR REPLACE FUNCTION mlledger_append_only() RETURNS trigger AS $$
+BEGIN
+  RAISE EXCEPTION 'mlledger: % is append-only; % refused', TG_TABLE_NAME, TG_OP
+    USING ERRCODE = 'insufficient_privilege';
+END;
+$$ LANGUAGE plpgsql
+"""
+
+
+def _pg_triggers(table: str) -> list[str]:
+    return [
+        f"CREATE TRIGGER {table}_append_only BEFORE UPDATE OR DELETE ON {table} "
+        "FOR EACH ROW EXECUTE FUNCTION mlledger_append_only()",
+        f"CREATE TRIGGER {table}_no_truncate BEFORE TRUNCATE ON {table} "
+        "FOR EACH STATEMENT EXECUTE FUNCTION mlledger_append_only()",
+    ]
+
+
+def _v0_to_v1(conn: Connection) -> None:
+    """Create the version 1 schema."""
+    metadata.create_all(conn)
+    ddl: list[str] = []
+    if conn.dialect.name == "postgresql":
+        ddl.append(_PG_FUNCTION)
+        for table in APPEND_ONLY_TABLES:
+            ddl.extend(_pg_triggers(table))
+    else:
+        for table in APPEND_ONLY_TABLES:
+            ddl.extend(_sqlite_triggers(table))
+    for stmt in ddl:
+        conn.execute(text(stmt))
+    conn.execute(head_lock.insert().values(id=1))
+    conn.execute(meta.insert().values(key="format", value=FORMAT_MARKER))
+
+
+Migration = Callable[[Connection], None]
+MIGRATIONS: Final[Sequence[Migration]] = (_v0_to_v1,)
+SCHEMA_VERSION: Final = len(MIGRATIONS)

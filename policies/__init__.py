@@ -1,0 +1,1 @@
+"""mlledger policies (built by later issues)."""

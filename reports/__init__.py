@@ -1,0 +1,1 @@
+"""mlledger reports (built by later issues)."""
