@@ -17,10 +17,10 @@ from typing import Any, Self
 import orjson
 from pydantic import ValidationError
 from sqlalchemy import Connection, select
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError
 
 from ledger import kinds as _kinds  # noqa: F401  (registers the core kinds)
-from ledger._store import Head, Receipt, Store, resolve_url, root_of_head
+from ledger._store import Head, Receipt, Sequencer, Store, Writer, resolve_url, root_of_head
 from ledger.canonical import EntryPrefix, format_ts, parse_ts
 from ledger.errors import InputError, IntegrityError, MlledgerError, StorageError
 from ledger.events import Event, describe_validation_error, payload_model
@@ -84,13 +84,12 @@ class Ledger:
     """A ledger database. Use ``Ledger.open`` or ``Ledger.init``; close it when done."""
 
     def __init__(self, store: Store) -> None:
-        from ledger._store import Sequencer
-
         self._store = store
         self._seq = Sequencer(store)
         self._mutex = threading.Lock()
         self._qlock = threading.Lock()
         self._queue: list[_Group] = []
+        self._writer: Writer | None = None
         self._closed = False
 
     # -- life cycle ------------------------------------------------------------
@@ -104,9 +103,8 @@ class Ledger:
             version = store.check()
             if version < SCHEMA_VERSION:
                 with store.write_conn() as conn, conn.begin():
-                    store.lock_head(conn) if version >= 1 else None
-                    if store.check() < SCHEMA_VERSION:
-                        store.migrate(conn, version)
+                    store.lock(store.tx(conn))
+                    store.migrate(conn, version)
         except BaseException:
             store.dispose()
             raise
@@ -134,7 +132,9 @@ class Ledger:
                     store.check()
                     raise InputError(f"a ledger already exists at {location}; open it instead")
                 store.migrate(conn, 0)
-                ledger._seq.write(conn, [genesis.prepare()], expect_size=0)
+                tx = store.tx(conn)
+                store.lock(tx)
+                ledger._seq.write(tx, [genesis.prepare()], expect_size=0)
             ledger._seq.committed()
         except DBAPIError as exc:
             ledger.close()
@@ -145,8 +145,12 @@ class Ledger:
         return ledger
 
     def close(self) -> None:
-        self._closed = True
-        self._store.dispose()
+        with self._mutex:
+            self._closed = True
+            if self._writer is not None:
+                self._writer.close()
+                self._writer = None
+            self._store.dispose()
 
     def __enter__(self) -> Self:
         return self
@@ -195,17 +199,27 @@ class Ledger:
         error: BaseException | None = None
         receipts: list[Receipt] = []
         try:
-            with self._store.write_conn() as conn, conn.begin():
-                receipts = self._seq.write(conn, flat)
+            if self._writer is None:
+                self._writer = self._store.writer()
+            writer = self._writer
+            try:
+                receipts = self._seq.write(writer.begin(), flat)
+                writer.commit()
+            except BaseException:
+                writer.rollback()
+                raise
             self._seq.committed()
-        except OperationalError as exc:
-            error = StorageError(f"the database refused the append: {exc.orig}")
-        except DBAPIError as exc:
-            error = IntegrityError(f"the database refused the append: {exc.orig}")
+        except MlledgerError as exc:
+            error = exc
+        except Exception as exc:  # driver errors: sqlite3 / psycopg
+            error = _db_error(exc, "the database refused the append")
         except BaseException as exc:  # delivered to every waiter, re-raised below
             error = exc
         if error is not None:
             self._seq.rolled_back()
+            if self._writer is not None:
+                self._writer.close()
+                self._writer = None
         at = 0
         for g in batch:
             if error is None:
@@ -223,7 +237,7 @@ class Ledger:
     def head(self) -> Head:
         """Size, last leaf hash, last timestamp and Merkle root."""
         with self._read() as conn, conn.begin():
-            return root_of_head(self._store, conn)
+            return root_of_head(self._store, self._store.tx(conn))
 
     def origin(self) -> str:
         return str(self.get(0).payload["origin"])
@@ -258,10 +272,18 @@ class Ledger:
             where.append(entries.c.kind.in_([kind] if isinstance(kind, str) else list(kind)))
         if subject is not None:
             where.append(entries.c.subject == subject)
-        if since is not None:
-            where.append(entries.c.ts_us >= _ts_us(since, "since"))
-        if until is not None:
-            where.append(entries.c.ts_us < _ts_us(until, "until"))
+        stop: int | None = None
+        if since is not None or until is not None:
+            with self._read() as conn, conn.begin():
+                tx = self._store.tx(conn)
+                tail = self._store.tail(tx)
+                size = 0 if tail is None else tail[0] + 1
+                if since is not None:
+                    start = max(start, self._store.seq_at_ts(tx, _ts_us(since, "since"), size))
+                if until is not None:
+                    stop = self._store.seq_at_ts(tx, _ts_us(until, "until"), size)
+        if stop is not None:
+            where.append(entries.c.seq < stop)
         nxt, left = start, limit
         while left is None or left > 0:
             n = chunk if left is None else min(chunk, left)
@@ -287,7 +309,8 @@ class Ledger:
         """
         checker = ChainVerifier()
         with self._read() as conn, conn.begin():
-            for chunk in _chunks(self._store.iter_rows(conn, chunk=20000), 20000):
+            rows = self._store.iter_rows(self._store.tx(conn), chunk=20000)
+            for chunk in _chunks(rows, 20000):
                 if not checker.feed(chunk):
                     break
                 if deep:
@@ -309,6 +332,15 @@ class Ledger:
         if not result.ok:
             raise IntegrityError(f"verification failed at seq {result.bad_seq}: {result.reason}")
         return result
+
+
+def _db_error(exc: Exception, what: str) -> MlledgerError:
+    """Map a driver exception to ours: constraint violations are integrity errors."""
+    name = type(exc).__name__
+    detail = getattr(exc, "orig", None) or exc
+    if "Integrity" in name or "RaiseException" in name or "InsufficientPrivilege" in name:
+        return IntegrityError(f"{what}: {detail}")
+    return StorageError(f"{what}: {detail}")
 
 
 def _chunks(rows: Iterator[Any], n: int) -> Iterator[list[Any]]:

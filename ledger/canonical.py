@@ -111,12 +111,14 @@ class EntryPrefix:
 
 
 def _name(value: str | None, field: str) -> bytes:
-    if value is not None and len(value.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
-        raise InputError(f"{field}: longer than {MAX_NAME_BYTES} bytes")
     try:
-        return orjson.dumps(value)
+        out = orjson.dumps(value)
     except orjson.JSONEncodeError as exc:
         raise InputError(f"{field}: {exc}") from None
+    # The JSON form is never shorter than the UTF-8 form plus its two quotes.
+    if len(out) > MAX_NAME_BYTES + 2 and len(value.encode()) > MAX_NAME_BYTES:  # type: ignore[union-attr]
+        raise InputError(f"{field}: longer than {MAX_NAME_BYTES} bytes")
+    return out
 
 
 def prefix(kind: str, actor: str, subject: str | None, payload: bytes) -> EntryPrefix:

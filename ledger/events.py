@@ -127,7 +127,10 @@ class Event:
         kind = obj.get("kind")
         if not isinstance(kind, str):
             raise InputError(f"{where}.kind: required, a string such as 'dataset.registered'")
-        model = payload_model(kind)
+        try:
+            model = payload_model(kind)
+        except InputError as exc:
+            raise InputError(f"{where}.{exc}") from None
         who = obj.get("actor", actor)
         if not isinstance(who, str):
             raise InputError(f"{where}.actor: required, a string such as 'alice@example.com'")

@@ -1,0 +1,96 @@
+"""Key files: Ed25519 private keys as PEM, with their C2SP verifier key beside them.
+
+``<dir>/<stem>.pem`` holds the PKCS#8 private key, encrypted with
+``MLLEDGER_KEY_PASSPHRASE`` when that is set, and always written with mode 0600.
+``<dir>/<stem>.vkey`` holds the public verifier key text, which also names the key.
+Private key material is never printed, logged or put in an exception message.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Final
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from ledger.errors import InputError
+from ledger.note import Signer, Verifier
+
+__all__ = ["PASSPHRASE_ENV", "generate", "load_signer", "load_verifier", "save_signer"]
+
+PASSPHRASE_ENV: Final = "MLLEDGER_KEY_PASSPHRASE"
+
+
+def generate(name: str, *, cosignature: bool = False) -> Signer:
+    """A new Ed25519 key named ``name`` (a log's key is named by its origin)."""
+    return Signer(name, Ed25519PrivateKey.generate(), "cosignature" if cosignature else "ed25519")
+
+
+def _passphrase() -> bytes | None:
+    value = os.environ.get(PASSPHRASE_ENV)
+    return value.encode() if value else None
+
+
+def save_signer(signer: Signer, directory: Path, stem: str) -> tuple[Path, bool]:
+    """Write ``stem.pem`` (0600) and ``stem.vkey``; refuse to overwrite.
+
+    Returns the PEM path and whether it is encrypted.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    pem_path, vkey_path = directory / f"{stem}.pem", directory / f"{stem}.vkey"
+    for path in (pem_path, vkey_path):
+        if path.exists():
+            raise InputError(f"{path} already exists; refusing to overwrite a key")
+    secret = _passphrase()
+    algorithm: serialization.KeySerializationEncryption = (
+        serialization.BestAvailableEncryption(secret) if secret else serialization.NoEncryption()
+    )
+    pem = signer.private_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, algorithm
+    )
+    fd = os.open(pem_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(pem)
+    vkey_path.write_text(signer.verifier_key + "\n", encoding="utf-8")
+    return pem_path, secret is not None
+
+
+def load_verifier(path: Path) -> Verifier:
+    """Read a ``.vkey`` file."""
+    try:
+        text = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise InputError(f"cannot read verifier key {path}: {exc.strerror}") from None
+    try:
+        return Verifier.parse(text)
+    except InputError as exc:
+        raise InputError(f"{path}: {exc}") from None
+
+
+def load_signer(pem_path: Path, vkey_path: Path | None = None) -> Signer:
+    """Read a private key and the name and kind from its ``.vkey`` file."""
+    vkey_path = vkey_path or pem_path.with_suffix(".vkey")
+    verifier = load_verifier(vkey_path)
+    try:
+        data = pem_path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"cannot read private key {pem_path}: {exc.strerror}") from None
+    try:
+        key = serialization.load_pem_private_key(data, password=_passphrase())
+    except TypeError:
+        raise InputError(
+            f"{pem_path} is encrypted: set {PASSPHRASE_ENV} to its passphrase"
+        ) from None
+    except ValueError:
+        raise InputError(
+            f"{pem_path} could not be decrypted or is not a PEM private key; "
+            f"check {PASSPHRASE_ENV}"
+        ) from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise InputError(f"{pem_path} is not an Ed25519 key")
+    signer = Signer(verifier.name, key, verifier.kind)
+    if signer.public_key != verifier.public_key:
+        raise InputError(f"{pem_path} does not match the public key in {vkey_path}")
+    return signer
