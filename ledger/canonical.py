@@ -32,7 +32,7 @@ __all__ = [
     "MAX_NAME_BYTES",
     "MAX_PAYLOAD_BYTES",
     "EntryPrefix",
-    "check_json_value",
+    "canonical_value",
     "decode",
     "encode",
     "entry_bytes",
@@ -56,35 +56,76 @@ _TS_RE: Final = re.compile(rb"\A(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})\
 
 def encode(value: Any, *, where: str = "value") -> bytes:
     """Canonical JSON bytes of ``value``; raise ``InputError`` naming ``where``."""
-    check_json_value(value, where)
     try:
-        return orjson.dumps(value, option=_OPTS)
+        return orjson.dumps(canonical_value(value, where), option=_OPTS)
     except (TypeError, orjson.JSONEncodeError) as exc:
         raise InputError(f"{where}: cannot be encoded as canonical JSON: {exc}") from None
 
 
-def check_json_value(value: Any, where: str) -> None:
-    """Reject what canonical JSON cannot carry: non-finite floats, huge ints, odd types."""
-    stack: list[tuple[Any, str]] = [(value, where)]
-    while stack:
-        item, path = stack.pop()
-        if isinstance(item, bool) or item is None or isinstance(item, str):
-            continue
-        if isinstance(item, int):
-            if not -MAX_SAFE_INT <= item <= MAX_SAFE_INT:
-                raise InputError(f"{path}: integer {item} is outside +-(2**53 - 1)")
-        elif isinstance(item, float):
-            if not math.isfinite(item):
-                raise InputError(f"{path}: {item!r} is not a finite number (NaN and Infinity are refused)")
-        elif isinstance(item, dict):
-            for key, sub in item.items():
-                if not isinstance(key, str):
-                    raise InputError(f"{path}: object key {key!r} is not a string")
-                stack.append((sub, f"{path}.{key}"))
-        elif isinstance(item, list | tuple):
-            stack.extend((sub, f"{path}[{i}]") for i, sub in enumerate(item))
-        else:
-            raise InputError(f"{path}: {type(item).__name__} is not a JSON value")
+class _Bad(Exception):
+    pass
+
+
+def _fast(value: Any) -> Any:
+    """The hot path of ``canonical_value``: no path bookkeeping, raises ``_Bad``."""
+    t = type(value)
+    if t is str or t is bool or value is None:
+        return value
+    if t is int:
+        if -MAX_SAFE_INT <= value <= MAX_SAFE_INT:
+            return value
+        raise _Bad
+    if t is float:
+        if value - value == 0.0:  # finite
+            return orjson.Fragment(repr(value))
+        raise _Bad
+    if t is dict:
+        out = {}
+        for key, sub in value.items():
+            if type(key) is not str:
+                raise _Bad
+            out[key] = _fast(sub)
+        return out
+    if t is list or t is tuple:
+        return [_fast(sub) for sub in value]
+    raise _Bad
+
+
+def canonical_value(value: Any, where: str) -> Any:
+    """Check ``value`` is canonical-JSON-able and fix the float form; returns a copy.
+
+    Refuses non-finite floats, integers beyond +-(2**53 - 1), non-string keys and
+    anything that is not a JSON value, naming the path. Python's repr is the
+    normative float form (docs/FORMAT.md); orjson's own differs between releases,
+    so floats are spliced in as pre-encoded fragments.
+    """
+    try:
+        return _fast(value)
+    except _Bad:
+        _explain(value, where)
+        raise AssertionError("unreachable") from None
+
+
+def _explain(value: Any, path: str) -> None:
+    """Raise the ``InputError`` that names where ``value`` is not canonical JSON."""
+    if type(value) not in (str, bool, type(None), int, float, dict, list, tuple):
+        raise InputError(f"{path}: {type(value).__name__} is not a plain JSON value")
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return
+    if isinstance(value, int):
+        if not -MAX_SAFE_INT <= value <= MAX_SAFE_INT:
+            raise InputError(f"{path}: integer {value} is outside +-(2**53 - 1)")
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise InputError(f"{path}: {value!r} is not a finite number (NaN and Infinity are refused)")
+    elif isinstance(value, dict):
+        for key, sub in value.items():
+            if not isinstance(key, str):
+                raise InputError(f"{path}: object key {key!r} is not a string")
+            _explain(sub, f"{path}.{key}")
+    elif isinstance(value, list | tuple):
+        for i, sub in enumerate(value):
+            _explain(sub, f"{path}[{i}]")
 
 
 def decode(data: bytes, *, where: str = "input") -> Any:

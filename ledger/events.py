@@ -13,10 +13,9 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Annotated, Any, ClassVar, Final, TypeVar
 
-import orjson
 from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError
 
-from ledger.canonical import MAX_NAME_BYTES, EntryPrefix, prefix
+from ledger.canonical import MAX_NAME_BYTES, EntryPrefix, encode, prefix
 from ledger.errors import InputError
 
 __all__ = [
@@ -159,11 +158,7 @@ class Event:
 
     def prepare(self) -> EntryPrefix:
         """Encode everything but the sequencing fields (done outside the write lock)."""
-        body = self.payload.model_dump(mode="json")
-        try:
-            payload = orjson.dumps(body, option=orjson.OPT_SORT_KEYS | orjson.OPT_STRICT_INTEGER)
-        except orjson.JSONEncodeError as exc:
-            raise InputError(f"payload: cannot be encoded as canonical JSON: {exc}") from None
+        payload = encode(self.payload.model_dump(mode="json"), where="payload")
         return prefix(self.kind, self.actor, self.subject, payload)
 
     def __repr__(self) -> str:
