@@ -149,7 +149,7 @@ class Store:
                         f"{_redact(self.url)} is not an mlledger ledger (no {meta.name} table); "
                         "run 'mlledger init' to create one"
                     )
-                rows = dict(conn.execute(select(meta.c.key, meta.c.value)).tuples().all())
+                rows = {k: v for k, v in conn.execute(select(meta.c.key, meta.c.value))}
         except DBAPIError as exc:
             raise StorageError(f"cannot read {_redact(self.url)}: {exc.orig}") from None
         if rows.get("format") != FORMAT_MARKER:

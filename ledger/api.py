@@ -323,7 +323,7 @@ class Ledger:
                     progress(checker.size)
             if checker.failure is None:
                 checker.check_nodes(
-                    conn.execute(select(nodes.c.level, nodes.c.idx, nodes.c.hash)).tuples()
+                    conn.execute(select(nodes.c.level, nodes.c.idx, nodes.c.hash))
                 )
         return checker.result()
 
