@@ -10,6 +10,7 @@ number of processes can append with no fork and no gap; ``UNIQUE(prev)`` and the
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import time
@@ -30,9 +31,7 @@ from ledger.schema import (
     MIGRATIONS,
     NODE_MIN_LEVEL,
     SCHEMA_VERSION,
-    entries,
     meta,
-    nodes,
 )
 
 __all__ = ["DEFAULT_DB_NAME", "Head", "Receipt", "Sequencer", "Store", "Tx", "Writer", "resolve_url"]
@@ -263,7 +262,7 @@ class Store:
         """(seq, leaf_hash, ts_us, kind, subject, entry) rows in seq order, chunked."""
         bound = "AND seq < {p} " if stop is not None else ""
         sql = tx.sql(
-            "SELECT seq, leaf_hash, ts_us, kind, subject, entry FROM entries "
+            "SELECT seq, leaf_hash, ts_us, kind, subject, entry FROM entries "  # noqa: S608
             "WHERE seq >= {p} " + bound + f"ORDER BY seq LIMIT {int(chunk)}"
         )
         nxt = start
@@ -320,7 +319,10 @@ class Writer:
 
     def __init__(self, store: Store) -> None:
         self._conn = store.engine.connect()
-        self._dbapi: Any = self._conn.connection.dbapi_connection
+        dbapi = self._conn.connection.dbapi_connection
+        if dbapi is None:
+            raise StorageError("the database connection is closed")
+        self._dbapi: Any = dbapi
         self._dialect = store.dialect
         self.tx = Tx(_Cursor(self._dbapi.cursor()), store.dialect)
 
@@ -335,10 +337,8 @@ class Writer:
         self._dbapi.commit()
 
     def rollback(self) -> None:
-        try:
+        with contextlib.suppress(Exception):  # the connection is discarded next
             self._dbapi.rollback()
-        except Exception:  # noqa: S110 - the connection is discarded next
-            pass
 
     def close(self) -> None:
         self._conn.invalidate()

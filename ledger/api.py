@@ -16,7 +16,7 @@ from typing import Any, Self
 
 import orjson
 from pydantic import ValidationError
-from sqlalchemy import Connection, select
+from sqlalchemy import ColumnElement, Connection, select
 from sqlalchemy.exc import DBAPIError
 
 from ledger import kinds as _kinds  # noqa: F401  (registers the core kinds)
@@ -267,7 +267,7 @@ class Ledger:
         """Entries in seq order, filtered; ``since``/``until`` are inclusive/exclusive."""
         cols = (entries.c.seq, entries.c.leaf_hash, entries.c.ts_us, entries.c.kind,
                 entries.c.subject, entries.c.entry)
-        where = []
+        where: list[ColumnElement[bool]] = []
         if kind is not None:
             where.append(entries.c.kind.in_([kind] if isinstance(kind, str) else list(kind)))
         if subject is not None:

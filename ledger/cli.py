@@ -217,7 +217,12 @@ def _read_events(source: str, data: bytes, actor: str) -> list[Event]:
             line.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise InputError(f"{where}: not valid UTF-8 (byte {exc.start + 1})") from None
-        events.append(Event.from_json(decode(line, where=where), where=where, actor=actor))
+        event = Event.from_json(decode(line, where=where), where=where, actor=actor)
+        try:
+            event.prepare()  # size and integer-range limits, reported with the line
+        except InputError as exc:
+            raise InputError(f"{where}.{exc}") from None
+        events.append(event)
     if not events:
         raise InputError(f"{source}: no events (expected JSON Lines, one event per line)")
     return events

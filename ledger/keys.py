@@ -20,7 +20,7 @@ from ledger.note import Signer, Verifier
 
 __all__ = ["PASSPHRASE_ENV", "generate", "load_signer", "load_verifier", "save_signer"]
 
-PASSPHRASE_ENV: Final = "MLLEDGER_KEY_PASSPHRASE"
+PASSPHRASE_ENV: Final = "MLLEDGER_KEY_PASSPHRASE"  # noqa: S105 - a variable name
 
 
 def generate(name: str, *, cosignature: bool = False) -> Signer:

@@ -165,7 +165,7 @@ class ChainVerifier:
             missing = min((k for k in self.nodes if k not in seen), key=lambda k: k[1] << k[0])
             self.failure = _Bad(
                 missing[1] << missing[0],
-                f"{len(self.nodes) - seen} Merkle node(s) missing, first at level {missing[0]} "
+                f"{len(self.nodes) - len(seen)} Merkle node(s) missing, first at level {missing[0]} "
                 f"index {missing[1]}",
             )
             return False

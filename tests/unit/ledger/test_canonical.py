@@ -38,7 +38,8 @@ def test_keys_sorted_by_code_point_without_whitespace() -> None:
 
 @pytest.mark.parametrize(
     ("value", "expected"),
-    [(1.0, b"1.0"), (0.1, b"0.1"), (1e16, b"1e+16"), (1e15, b"1000000000000000.0"), (1e-7, b"1e-07"), (2.5e-05, b"2.5e-05"), (-0.0, b"-0.0"), (5e-324, b"5e-324")],
+    [(1.0, b"1.0"), (0.1, b"0.1"), (1e16, b"1e+16"), (1e15, b"1000000000000000.0"),
+     (1e-7, b"1e-07"), (2.5e-05, b"2.5e-05"), (-0.0, b"-0.0"), (5e-324, b"5e-324")],
 )
 def test_floats_in_shortest_round_trip_form(value: float, expected: bytes) -> None:
     assert encode(value) == expected

@@ -27,7 +27,8 @@ def test_core_kinds_are_registered() -> None:
 
 
 def test_unknown_kind_is_refused_naming_the_known_ones() -> None:
-    with pytest.raises(InputError, match=r"event\.kind: unknown event kind 'model\.trainedd'; known kinds: .*dataset\.registered"):
+    pattern = r"event\.kind: unknown event kind 'model\.trainedd'; known kinds: .*dataset\.registered"
+    with pytest.raises(InputError, match=pattern):
         Event.from_json({"kind": "model.trainedd", "payload": {}})
 
 
@@ -44,7 +45,8 @@ def test_malformed_kind_name_is_refused() -> None:
 @pytest.mark.parametrize(
     ("event", "message"),
     [
-        ({**identity(), "payload": {"name": "a", "roles": ["auditor"]}}, r"payload\.public_key: Field required"),
+        ({**identity(), "payload": {"name": "a", "roles": ["auditor"]}},
+         r"payload\.public_key: Field required"),
         (identity(extra=1), r"payload\.extra: Extra inputs are not permitted"),
         (identity(roles="auditor"), r"payload\.roles: Input should be a valid list"),
         (identity(roles=["king"]), r"payload\.roles\.0: Input should be 'admin'"),
@@ -54,7 +56,8 @@ def test_malformed_kind_name_is_refused() -> None:
         ({**identity(), "actor": 5}, r"event\.actor: required, a string"),
         ({**identity(), "subject": 5}, r"event\.subject: must be a string or null"),
         ({**identity(), "payload": []}, r"event\.payload: required, a JSON object"),
-        ({**identity(), "actor": "bad\nactor"}, r"event\.actor: must be non-empty, without control characters"),
+        ({**identity(), "actor": "bad\nactor"},
+         r"event\.actor: must be non-empty, without control characters"),
         ([1, 2], r"event: expected a JSON object, got list"),
     ],
     ids=["missing-field", "extra-field", "wrong-type", "bad-enum", "empty-list", "repeated",
