@@ -196,6 +196,13 @@ class Store:
         if self.dialect == "postgresql":
             tx.rows("SELECT id FROM head_lock WHERE id = 1 FOR UPDATE")
 
+    def raw_tx(self, conn: Connection) -> Tx:
+        """Like ``tx`` but on the DBAPI cursor: plain tuples, no per-row wrapping (bulk reads)."""
+        dbapi = conn.connection.dbapi_connection
+        if dbapi is None:
+            raise StorageError("the database connection is closed")
+        return Tx(_Cursor(dbapi.cursor()), self.dialect)
+
     def writer(self) -> Writer:
         """A dedicated connection for sequencing transactions."""
         return Writer(self)
@@ -381,24 +388,22 @@ class Sequencer:
         ts_us = max(time.time_ns() // 1000, last_ts)
         ts = format_ts(ts_us)
         rows: list[tuple[Any, ...]] = []
-        node_rows: list[tuple[Any, ...]] = []
         receipts: list[Receipt] = []
+        leaves: list[bytes] = []
         sha = hashlib.sha256
-        append = frontier.append
         seq = size
         for pre in batch:
             data = entry_bytes(pre, seq, prev.hex(), ts)
             leaf = sha(_LEAF + data).digest()
             rows.append((seq, leaf, prev, ts_us, pre.kind, pre.subject, data))
-            for level, idx, h in append(leaf):
-                if level >= NODE_MIN_LEVEL:
-                    node_rows.append((level, idx, h))
             receipts.append(Receipt(seq, leaf, ts))
+            leaves.append(leaf)
             prev = leaf
             seq += 1
+        node_rows = frontier.extend(leaves, min_level=NODE_MIN_LEVEL)
         tx.many(tx.sql(_ENTRY_SQL), rows)
         if node_rows:
-            tx.many(tx.sql(_NODE_SQL), node_rows)
+            tx.many(tx.sql(_NODE_SQL), node_rows)  # type: ignore[arg-type]
         self._pending = (seq, prev, frontier)
         return receipts
 

@@ -309,7 +309,7 @@ class Ledger:
         """
         checker = ChainVerifier()
         with self._read() as conn, conn.begin():
-            rows = self._store.iter_rows(self._store.tx(conn), chunk=20000)
+            rows = self._store.iter_rows(self._store.raw_tx(conn), chunk=20000)
             for chunk in _chunks(rows, 20000):
                 if not checker.feed(chunk):
                     break

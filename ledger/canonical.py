@@ -33,6 +33,7 @@ __all__ = [
     "MAX_PAYLOAD_BYTES",
     "EntryPrefix",
     "canonical_value",
+    "owned_canonical_value",
     "decode",
     "encode",
     "entry_bytes",
@@ -54,10 +55,15 @@ _OPTS: Final = orjson.OPT_SORT_KEYS | orjson.OPT_STRICT_INTEGER
 _TS_RE: Final = re.compile(rb"\A(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})\.(\d{6})Z\Z")
 
 
-def encode(value: Any, *, where: str = "value") -> bytes:
-    """Canonical JSON bytes of ``value``; raise ``InputError`` naming ``where``."""
+def encode(value: Any, *, where: str = "value", owned: bool = False) -> bytes:
+    """Canonical JSON bytes of ``value``; raise ``InputError`` naming ``where``.
+
+    ``owned``: the caller owns ``value`` (e.g. a fresh ``model_dump``), so floats
+    may be rewritten in place instead of copying.
+    """
     try:
-        return orjson.dumps(canonical_value(value, where), option=_OPTS)
+        fixed = owned_canonical_value(value, where) if owned else canonical_value(value, where)
+        return orjson.dumps(fixed, option=_OPTS)
     except (TypeError, orjson.JSONEncodeError) as exc:
         raise InputError(f"{where}: cannot be encoded as canonical JSON: {exc}") from None
 
@@ -67,28 +73,58 @@ class _Bad(Exception):
 
 
 def _fast(value: Any) -> Any:
-    """The hot path of ``canonical_value``: no path bookkeeping, raises ``_Bad``."""
+    """The hot path of ``canonical_value``: no path bookkeeping, raises ``_Bad``.
+
+    Rewrites floats in place (containers are the caller's fresh copies) and
+    recurses only into containers and floats.
+    """
     t = type(value)
+    if t is dict:
+        for key, sub in value.items():
+            if type(key) is not str:
+                raise _Bad
+            ts = type(sub)
+            if ts is str or ts is bool or sub is None:
+                continue
+            if ts is int:
+                if not -MAX_SAFE_INT <= sub <= MAX_SAFE_INT:
+                    raise _Bad
+                continue
+            value[key] = _fast(sub)
+        return value
+    if t is list:
+        for i, sub in enumerate(value):
+            ts = type(sub)
+            if ts is str or ts is bool or sub is None:
+                continue
+            if ts is int:
+                if not -MAX_SAFE_INT <= sub <= MAX_SAFE_INT:
+                    raise _Bad
+                continue
+            value[i] = _fast(sub)
+        return value
+    if t is float:
+        if value - value == 0.0:  # finite
+            return orjson.Fragment(repr(value))
+        raise _Bad
+    if t is tuple:
+        return _fast(list(value))
     if t is str or t is bool or value is None:
         return value
     if t is int:
         if -MAX_SAFE_INT <= value <= MAX_SAFE_INT:
             return value
         raise _Bad
-    if t is float:
-        if value - value == 0.0:  # finite
-            return orjson.Fragment(repr(value))
-        raise _Bad
-    if t is dict:
-        out = {}
-        for key, sub in value.items():
-            if type(key) is not str:
-                raise _Bad
-            out[key] = _fast(sub)
-        return out
-    if t is list or t is tuple:
-        return [_fast(sub) for sub in value]
     raise _Bad
+
+
+def _copy(value: Any) -> Any:
+    t = type(value)
+    if t is dict:
+        return {k: _copy(v) for k, v in value.items()}
+    if t is list or t is tuple:
+        return [_copy(v) for v in value]
+    return value
 
 
 def canonical_value(value: Any, where: str) -> Any:
@@ -99,6 +135,11 @@ def canonical_value(value: Any, where: str) -> Any:
     normative float form (docs/FORMAT.md); orjson's own differs between releases,
     so floats are spliced in as pre-encoded fragments.
     """
+    return owned_canonical_value(_copy(value), where)
+
+
+def owned_canonical_value(value: Any, where: str) -> Any:
+    """``canonical_value`` for a value the caller owns: floats are replaced in place."""
     try:
         return _fast(value)
     except _Bad:

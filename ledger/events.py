@@ -158,7 +158,7 @@ class Event:
 
     def prepare(self) -> EntryPrefix:
         """Encode everything but the sequencing fields (done outside the write lock)."""
-        payload = encode(self.payload.model_dump(mode="json"), where="payload")
+        payload = encode(self.payload.model_dump(mode="json"), where="payload", owned=True)
         return prefix(self.kind, self.actor, self.subject, payload)
 
     def __repr__(self) -> str:

@@ -346,6 +346,42 @@ class Frontier:
         self._size += 1
         return created
 
+    def extend(self, leaves: Sequence[bytes], *, min_level: int = 1) -> list[tuple[int, int, bytes]]:
+        """Append many leaf hashes; return the new interior nodes at ``min_level`` or above.
+
+        Equivalent to calling ``append`` for each leaf (and filtering), but hashes
+        aligned blocks level by level, which is several times faster in CPython.
+        """
+        _check_hashes(leaves, "leaves")
+        created: list[tuple[int, int, bytes]] = []
+        sha = hashlib.sha256
+        i, n = 0, len(leaves)
+        while i < n:
+            size = self._size
+            # (1) the largest block that starts here, is aligned, and fits in what is left
+            k = (n - i).bit_length() - 1
+            if size:
+                k = min(k, (size & -size).bit_length() - 1)
+            hashes = list(leaves[i : i + (1 << k)])
+            # (2) hash the block bottom-up, keeping the nodes that are asked for
+            for level in range(1, k + 1):
+                hashes = [sha(b"\x01" + hashes[j] + hashes[j + 1]).digest()
+                          for j in range(0, len(hashes), 2)]
+                if level >= min_level:
+                    first = size >> level
+                    created.extend((level, first + j, h) for j, h in enumerate(hashes))
+            # (3) merge the block's root into the frontier, as append does for a leaf
+            h, level = hashes[0], k
+            while self._size >> level & 1:
+                h = sha(b"\x01" + self._hashes.pop() + h).digest()
+                level += 1
+                if level >= min_level:
+                    created.append((level, self._size >> level, h))
+            self._hashes.append(h)
+            self._size += 1 << k
+            i += 1 << k
+        return created
+
     def root(self) -> bytes:
         """MTH of leaves [0, size); EMPTY_ROOT when size is 0."""
         return fold(self._hashes)

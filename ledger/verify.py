@@ -91,9 +91,7 @@ class ChainVerifier:
     def _feed(self, rows: Iterable[Sequence[Any]]) -> None:
         sha = hashlib.sha256
         loads = orjson.loads
-        frontier_append = self.frontier.append
-        min_level = self._min_level
-        nodes = self.nodes
+        leaves: list[bytes] = []
         expected = self.size
         prev_hex = self._prev_hex
         last_ts = self._last_ts
@@ -137,15 +135,18 @@ class ChainVerifier:
             # (6) indexed columns agree with the bytes
             if obj["kind"] != kind or obj["subject"] != subject or self._ts_cache[1] != ts_us:
                 raise _Bad(seq, "indexed columns (kind, subject, ts) disagree with the entry bytes")
-            for level, idx, h in frontier_append(leaf):
-                if level >= min_level:
-                    nodes[(level, idx)] = h
+            leaves.append(leaf)
             prev_hex = leaf.hex()
             last_ts = ts
             expected += 1
             self.size = expected
             self._prev_hex = prev_hex
             self._last_ts = last_ts
+        self._extend(leaves)
+
+    def _extend(self, leaves: list[bytes]) -> None:
+        for level, idx, h in self.frontier.extend(leaves, min_level=self._min_level):
+            self.nodes[(level, idx)] = h
 
     def check_nodes(self, stored: Iterable[tuple[int, int, bytes]]) -> bool:
         """Compare stored interior nodes with those rebuilt from the leaves."""
@@ -153,6 +154,8 @@ class ChainVerifier:
             return False
         seen: set[tuple[int, int]] = set()
         for level, idx, h in stored:
+            if (idx + 1) << level > self.size:
+                continue  # covers entries appended after the scan
             want = self.nodes.get((level, idx))
             if want is None or want != bytes(h):
                 first = min(idx << level, max(self.size - 1, 0))

@@ -770,3 +770,30 @@ def test_frontier_rebuilt_from_levels_behaves_identically(t: Tree, data: st.Data
         assert rebuilt.append(leaf) == grown.append(leaf)
         assert rebuilt.root() == grown.root()
     assert rebuilt == grown
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    start=st.integers(0, 300),
+    chunks=st.lists(st.integers(0, 70), min_size=1, max_size=5),
+    min_level=st.integers(1, 6),
+)
+def test_frontier_extend_equals_repeated_append(start: int, chunks: list[int], min_level: int) -> None:
+    """extend() yields the same frontier and the same nodes (>= min_level) as append()."""
+    total = start + sum(chunks)
+    leaves = [leaf_hash(i.to_bytes(4, "big")) for i in range(total)]
+    one, many = Frontier(), Frontier()
+    for leaf in leaves[:start]:
+        one.append(leaf)
+        many.append(leaf)
+    expected: set[tuple[int, int, bytes]] = set()
+    got: set[tuple[int, int, bytes]] = set()
+    at = start
+    for size in chunks:
+        for leaf in leaves[at : at + size]:
+            expected.update(n for n in one.append(leaf) if n[0] >= min_level)
+        got.update(many.extend(leaves[at : at + size], min_level=min_level))
+        at += size
+        assert many == one
+    assert got == expected
+    assert many.root() == root_of(leaves)
