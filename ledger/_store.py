@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+
+import orjson
 import os
 import time
 from collections.abc import Iterator, Sequence
@@ -25,7 +27,8 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 
 from ledger import merkle
 from ledger.canonical import GENESIS_PREV, EntryPrefix, entry_bytes, format_ts
-from ledger.errors import IntegrityError, LedgerNotFound, StorageError
+from ledger.errors import InputError, IntegrityError, LedgerNotFound, StorageError
+from ledger.keyhistory import KeyHistory
 from ledger.schema import (
     FORMAT_MARKER,
     MIGRATIONS,
@@ -218,25 +221,56 @@ class Store:
         return seq, bytes(leaf), ts_us, bytes(data)
 
     def subtree_hashes(self, tx: Tx, wanted: Sequence[tuple[int, int]]) -> list[bytes]:
-        """Hashes of complete subtrees ``(level, index)``: one read each."""
+        """Hashes of complete subtrees ``(level, index)``.
+
+        Stored nodes come in one query; a subtree below NODE_MIN_LEVEL is hashed
+        from its (at most 2**NODE_MIN_LEVEL) leaf hashes, one range read each.
+        """
+        stored = sorted({(lv, i) for lv, i in wanted if lv >= NODE_MIN_LEVEL})
+        found: dict[tuple[int, int], bytes] = {}
+        for at in range(0, len(stored), 200):
+            part = stored[at : at + 200]
+            cond = " OR ".join(["(level = {p} AND idx = {p})"] * len(part))
+            params = [x for pair in part for x in pair]
+            for lv, i, h in tx.rows(tx.sql("SELECT level, idx, hash FROM nodes WHERE " + cond), params):
+                found[(lv, i)] = bytes(h)
         out: list[bytes] = []
         for level, idx in wanted:
             if level >= NODE_MIN_LEVEL:
-                rows = tx.rows(tx.sql("SELECT hash FROM nodes WHERE level = {p} AND idx = {p}"),
-                               (level, idx))
-                if not rows:
+                h = found.get((level, idx))
+                if h is None:
                     raise IntegrityError(f"Merkle node (level {level}, index {idx}) is missing")
-                out.append(bytes(rows[0][0]))
-            else:
-                lo, hi = idx << level, (idx + 1) << level
-                rows = tx.rows(
-                    tx.sql("SELECT leaf_hash FROM entries WHERE seq >= {p} AND seq < {p} ORDER BY seq"),
-                    (lo, hi),
-                )
-                if len(rows) != hi - lo:
-                    raise IntegrityError(f"entries {lo}..{hi - 1} are not all present")
-                out.append(merkle.root_of([bytes(r[0]) for r in rows]))
+                out.append(h)
+                continue
+            lo, hi = idx << level, (idx + 1) << level
+            rows = tx.rows(
+                tx.sql("SELECT leaf_hash FROM entries WHERE seq >= {p} AND seq < {p} ORDER BY seq"),
+                (lo, hi),
+            )
+            if len(rows) != hi - lo:
+                raise IntegrityError(f"entries {lo}..{hi - 1} are not all present")
+            out.append(merkle.root_of([bytes(r[0]) for r in rows]))
         return out
+
+    def range_hashes(self, tx: Tx, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
+        """MTH of each leaf range [a, b) (as occur in proofs), with one batched node read."""
+        parts = [merkle.complete_subtrees(a, b) for a, b in ranges]
+        hashes = self.subtree_hashes(tx, [p for part in parts for p in part])
+        out, at = [], 0
+        for part in parts:
+            out.append(merkle.fold(hashes[at : at + len(part)]))
+            at += len(part)
+        return out
+
+    def key_history(self, tx: Tx) -> KeyHistory:
+        """The checkpoint-key history from entry 0 and every key.* entry, in seq order."""
+        rows = tx.rows(
+            "SELECT seq, kind, entry FROM entries WHERE seq = 0 OR kind IN "
+            "('key.added', 'key.rotated', 'key.revoked') ORDER BY seq"
+        )
+        return KeyHistory.from_entries(
+            (seq, kind, orjson.loads(bytes(raw))["payload"]) for seq, kind, raw in rows
+        )
 
     def seq_at_ts(self, tx: Tx, ts_us: int, size: int) -> int:
         """The first seq whose ts is >= ``ts_us`` (``size`` if none), by binary search.
@@ -258,10 +292,6 @@ class Store:
 
     def frontier(self, tx: Tx, size: int) -> merkle.Frontier:
         return merkle.Frontier(size, self.subtree_hashes(tx, merkle.Frontier.levels(size)))
-
-    def range_hash(self, tx: Tx, start: int, end: int) -> bytes:
-        """MTH of leaves [start, end) for ranges that occur in proofs."""
-        return merkle.fold(self.subtree_hashes(tx, merkle.complete_subtrees(start, end)))
 
     def iter_rows(
         self, tx: Tx, *, start: int = 0, stop: int | None = None, chunk: int = 5000
@@ -385,6 +415,8 @@ class Sequencer:
                     "the ledger fails verification: run 'mlledger verify'"
                 )
             frontier = store.frontier(tx, size)
+        if any(pre.payload is not None for pre in batch):
+            self._check_key_events(tx, batch, size)
         ts_us = max(time.time_ns() // 1000, last_ts)
         ts = format_ts(ts_us)
         rows: list[tuple[Any, ...]] = []
@@ -403,9 +435,19 @@ class Sequencer:
         node_rows = frontier.extend(leaves, min_level=NODE_MIN_LEVEL)
         tx.many(tx.sql(_ENTRY_SQL), rows)
         if node_rows:
-            tx.many(tx.sql(_NODE_SQL), node_rows)  # type: ignore[arg-type]
+            tx.many(tx.sql(_NODE_SQL), node_rows)
         self._pending = (seq, prev, frontier)
         return receipts
+
+    def _check_key_events(self, tx: Tx, batch: Sequence[EntryPrefix], size: int) -> None:
+        """Key events must make sense against the key history as of their seq."""
+        history = self.store.key_history(tx)
+        for seq, pre in enumerate(batch, start=size):
+            if pre.payload is not None:
+                try:
+                    history.apply(seq, pre.kind, pre.payload)
+                except IntegrityError as exc:
+                    raise InputError(f"{pre.kind}: refused: {exc}") from None
 
     def committed(self) -> None:
         """Call after the transaction of the last ``write`` committed."""

@@ -9,6 +9,7 @@ its entry is committed; ``append_many`` is atomic.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,17 +21,23 @@ from sqlalchemy import ColumnElement, Connection, select
 from sqlalchemy.exc import DBAPIError
 
 from ledger import kinds as _kinds  # noqa: F401  (registers the core kinds)
+from ledger import merkle
+from ledger._checkpoints import DEFAULT_CHECKPOINT_EVERY, Checkpoints, StoredCheckpoint
 from ledger._store import Head, Receipt, Sequencer, Store, Writer, resolve_url, root_of_head
 from ledger.canonical import EntryPrefix, format_ts, parse_ts
 from ledger.errors import InputError, IntegrityError, MlledgerError, StorageError
 from ledger.events import Event, describe_validation_error, payload_model
+from ledger.keyhistory import KeyHistory
 from ledger.kinds import LedgerCreated
+from ledger.note import Checkpoint, Signer, Verifier, add_signatures, sign_checkpoint, verify_cosignatures
 from ledger.schema import SCHEMA_VERSION, entries, nodes
 from ledger.verify import ChainVerifier, VerifyResult
 
 __all__ = ["Entry", "Ledger"]
 
 SOFTWARE = "mlledger 0.1.0"
+#: Kinds no caller may append (the ledger writes them itself).
+RESERVED_KINDS = frozenset({"ledger.created"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,8 +90,15 @@ class _Group:
 class Ledger:
     """A ledger database. Use ``Ledger.open`` or ``Ledger.init``; close it when done."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(
+        self, store: Store, *, signer: Signer | None = None,
+        checkpoint_every: int | None = DEFAULT_CHECKPOINT_EVERY,
+    ) -> None:
         self._store = store
+        self._signer = signer
+        self._every = checkpoint_every
+        self._cps = Checkpoints(store)
+        self._last_cp_size: int | None = None
         self._seq = Sequencer(store)
         self._mutex = threading.Lock()
         self._qlock = threading.Lock()
@@ -95,8 +109,15 @@ class Ledger:
     # -- life cycle ------------------------------------------------------------
 
     @classmethod
-    def open(cls, location: str) -> Ledger:
-        """Open an existing ledger by URL or directory; ``LedgerNotFound`` otherwise."""
+    def open(
+        cls, location: str, *, signer: Signer | None = None,
+        checkpoint_every: int | None = DEFAULT_CHECKPOINT_EVERY,
+    ) -> Ledger:
+        """Open an existing ledger by URL or directory; ``LedgerNotFound`` otherwise.
+
+        With ``signer`` (the log's current checkpoint key) a checkpoint is signed
+        automatically after every ``checkpoint_every`` new entries and on close.
+        """
         url, _home = resolve_url(location)
         store = Store.connect(url, create=False)
         try:
@@ -108,11 +129,12 @@ class Ledger:
         except BaseException:
             store.dispose()
             raise
-        return cls(store)
+        return cls(store, signer=signer, checkpoint_every=checkpoint_every)
 
     @classmethod
     def init(
-        cls, location: str, *, origin: str, verifier_key: str, actor: str = "system:init"
+        cls, location: str, *, origin: str, verifier_key: str, actor: str = "system:init",
+        signer: Signer | None = None, checkpoint_every: int | None = DEFAULT_CHECKPOINT_EVERY,
     ) -> Ledger:
         """Create the schema and the genesis entry in one transaction."""
         url, _home = resolve_url(location)
@@ -125,7 +147,7 @@ class Ledger:
         except ValidationError as exc:
             store.dispose()
             raise InputError(describe_validation_error(exc, "ledger.created")) from None
-        ledger = cls(store)
+        ledger = cls(store, signer=signer, checkpoint_every=checkpoint_every)
         try:
             with store.write_conn() as conn, conn.begin():
                 if store.is_initialised():
@@ -145,12 +167,19 @@ class Ledger:
         return ledger
 
     def close(self) -> None:
+        """Sign a final checkpoint if there is a signer and anything new, then close."""
         with self._mutex:
+            if self._closed:
+                return
             self._closed = True
-            if self._writer is not None:
-                self._writer.close()
-                self._writer = None
-            self._store.dispose()
+            try:
+                if self._signer is not None and self._every is not None:
+                    self._checkpoint_locked(only_if_new=True)
+            finally:
+                if self._writer is not None:
+                    self._writer.close()
+                    self._writer = None
+                self._store.dispose()
 
     def __enter__(self) -> Self:
         return self
@@ -170,11 +199,11 @@ class Ledger:
 
     def append(self, event: Event) -> Receipt:
         """Append one event; returns once it is committed."""
-        return self._submit([event.prepare()])[0]
+        return self._submit([_prepare(event)])[0]
 
     def append_many(self, events: Iterable[Event]) -> list[Receipt]:
         """Append events atomically: all are committed, in order, or none."""
-        prefixes = [e.prepare() for e in events]
+        prefixes = [_prepare(e) for e in events]
         if not prefixes:
             return []
         return self._submit(prefixes)
@@ -209,6 +238,8 @@ class Ledger:
                 writer.rollback()
                 raise
             self._seq.committed()
+            if self._checkpoint_due(receipts[-1].seq + 1):
+                self._checkpoint_locked(only_if_new=True)
         except MlledgerError as exc:
             error = exc
         except Exception as exc:  # driver errors: sqlite3 / psycopg
@@ -228,6 +259,122 @@ class Ledger:
             else:
                 g.error = error
             g.done = True
+
+    # -- checkpoints and proofs ----------------------------------------------------
+
+    def _checkpoint_due(self, size: int) -> bool:
+        if self._signer is None or self._every is None:
+            return False
+        if self._last_cp_size is None:
+            with self._read() as conn, conn.begin():
+                last = self._cps.latest(self._store.tx(conn))
+            self._last_cp_size = last.size if last else 0
+        return size - self._last_cp_size >= self._every
+
+    def checkpoint(self) -> StoredCheckpoint:
+        """Sign and store a checkpoint of the whole log now (or return the latest if current)."""
+        if self._signer is None:
+            raise InputError("no checkpoint key loaded: open the ledger with its signer")
+        with self._mutex:
+            return self._checkpoint_locked(only_if_new=False)
+
+    def _checkpoint_locked(self, *, only_if_new: bool) -> StoredCheckpoint:
+        signer = self._signer
+        assert signer is not None
+        if self._writer is None:
+            self._writer = self._store.writer()
+        writer = self._writer
+        try:
+            tx = writer.begin()
+            head = root_of_head(self._store, tx)
+            last = self._cps.latest(tx)
+            self._cps.check_consistent(tx, head.size, last)
+            if last is not None and last.size == head.size:
+                writer.rollback()
+                self._last_cp_size = last.size
+                return last
+            history = self._store.key_history(tx)
+            current = history.current_key()
+            if current.vkey != signer.verifier_key:
+                raise InputError(
+                    f"the loaded key {signer.verifier_key} is not the log's current checkpoint key "
+                    f"{current.vkey}"
+                )
+            note = sign_checkpoint(Checkpoint(history.origin, head.size, head.root), signer)
+            stored = self._cps.insert(tx, size=head.size, root=head.root, note=note,
+                                      ts_us=time.time_ns() // 1000)
+            writer.commit()
+        except BaseException:
+            writer.rollback()
+            raise
+        self._last_cp_size = stored.size
+        return stored
+
+    def checkpoints(self) -> list[StoredCheckpoint]:
+        """Every stored checkpoint, oldest first, with its cosignatures."""
+        with self._read() as conn, conn.begin():
+            return self._cps.all(self._store.tx(conn))
+
+    def latest_checkpoint(self, *, covering: int | None = None) -> StoredCheckpoint | None:
+        """The newest checkpoint, or the newest whose tree contains seq ``covering``."""
+        with self._read() as conn, conn.begin():
+            tx = self._store.tx(conn)
+            return self._cps.latest(tx) if covering is None else self._cps.covering(tx, covering)
+
+    def checkpoint_of_size(self, size: int) -> StoredCheckpoint | None:
+        with self._read() as conn, conn.begin():
+            return self._cps.of_size(self._store.tx(conn), size)
+
+    def attach_cosignature(self, size: int, line: str, witness: Verifier) -> bool:
+        """Verify a witness cosignature on the checkpoint of ``size`` and store it.
+
+        Returns False if that witness had already cosigned it.
+        """
+        cp = self.checkpoint_of_size(size)
+        if cp is None:
+            raise InputError(f"no checkpoint of size {size}; list them with 'mlledger checkpoint list'")
+        text = line if line.endswith("\n") else line + "\n"
+        verify_cosignatures(add_signatures(cp.note, [text]), [witness], 1)
+        with self._read() as conn, conn.begin():
+            return self._cps.insert_cosignature(self._store.tx(conn), cp.id, str(witness), text,
+                                                time.time_ns() // 1000)
+
+    def key_history(self) -> KeyHistory:
+        with self._read() as conn, conn.begin():
+            return self._store.key_history(self._store.tx(conn))
+
+    def root_at(self, size: int) -> bytes:
+        """The Merkle root of the first ``size`` entries, from stored nodes."""
+        self._check_size(size)
+        if size == 0:
+            return merkle.EMPTY_ROOT
+        with self._read() as conn, conn.begin():
+            return self._store.range_hashes(self._store.raw_tx(conn), [(0, size)])[0]
+
+    def inclusion_proof(self, seq: int, size: int) -> list[bytes]:
+        """RFC 9162 inclusion proof of entry ``seq`` in the tree of ``size``: O(log n) reads."""
+        self._check_size(size)
+        if not 0 <= seq < size:
+            raise InputError(f"seq {seq} is not in a tree of size {size}")
+        with self._read() as conn, conn.begin():
+            return self._store.range_hashes(self._store.raw_tx(conn), merkle.inclusion_ranges(seq, size))
+
+    def consistency_proof(self, old: int, new: int) -> list[bytes]:
+        """RFC 9162 consistency proof from tree size ``old`` to ``new``."""
+        self._check_size(new)
+        if not 0 < old <= new:
+            raise InputError(f"a consistency proof needs 0 < old <= new, got {old} and {new}")
+        with self._read() as conn, conn.begin():
+            return self._store.range_hashes(self._store.raw_tx(conn), merkle.consistency_ranges(old, new))
+
+    def _check_size(self, size: int) -> None:
+        if size < 0:
+            raise InputError(f"tree size {size} is negative")
+        with self._read() as conn:
+            tail = self._store.tail(self._store.tx(conn))
+        have = 0 if tail is None else tail[0] + 1
+        if size > have:
+            raise InputError(f"tree size {size} is larger than the ledger ({have} entries)")
 
     # -- reading ---------------------------------------------------------------
 
@@ -332,6 +479,12 @@ class Ledger:
         if not result.ok:
             raise IntegrityError(f"verification failed at seq {result.bad_seq}: {result.reason}")
         return result
+
+
+def _prepare(event: Event) -> EntryPrefix:
+    if event.kind in RESERVED_KINDS:
+        raise InputError(f"kind: {event.kind} is written only by 'mlledger init', never appended")
+    return event.prepare()
 
 
 def _db_error(exc: Exception, what: str) -> MlledgerError:

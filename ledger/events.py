@@ -158,8 +158,11 @@ class Event:
 
     def prepare(self) -> EntryPrefix:
         """Encode everything but the sequencing fields (done outside the write lock)."""
-        payload = encode(self.payload.model_dump(mode="json"), where="payload", owned=True)
-        return prefix(self.kind, self.actor, self.subject, payload)
+        body = self.payload.model_dump(mode="json")
+        pre = prefix(self.kind, self.actor, self.subject, encode(body, where="payload", owned=True))
+        if self.kind.startswith("key."):
+            pre.payload = self.payload.model_dump(mode="json")
+        return pre
 
     def __repr__(self) -> str:
         return f"Event({self.kind!r}, actor={self.actor!r}, subject={self.subject!r})"

@@ -26,7 +26,7 @@ __all__ = [
     "PolicyPublished",
 ]
 
-Origin = Annotated[str, StringConstraints(pattern=r"^[^\s+]{1,255}$")]
+Origin = Annotated[str, StringConstraints(pattern=r"^[^\s+\x00-\x1f\x7f]{1,255}$")]
 """A schema-less URL-like log name, e.g. ``example.com/credit-risk``; no spaces or '+'."""
 
 VKey = Annotated[str, StringConstraints(pattern=r"^[^\s+]+\+[0-9a-f]{8}\+[A-Za-z0-9+/]+=*$")]
@@ -43,6 +43,21 @@ Role = Literal[
 ROLES: tuple[str, ...] = Role.__args__  # type: ignore[attr-defined]
 
 
+def _log_key(vkey: str, origin: str) -> None:
+    """A checkpoint key must be an Ed25519 note key (type 0x01) named by the origin."""
+    from ledger.errors import InputError
+    from ledger.note import Verifier
+
+    try:
+        key = Verifier.parse(vkey)
+    except InputError as exc:
+        raise ValueError(str(exc)) from None
+    if key.kind != "ed25519":
+        raise ValueError(f"{vkey!r} is a {key.kind} key; a checkpoint key must be Ed25519 (type 0x01)")
+    if key.name != origin:
+        raise ValueError(f"key name {key.name!r} must be the origin {origin!r}")
+
+
 @register("ledger.created")
 class LedgerCreated(Payload):
     """Genesis: names the log and the key that signs its checkpoints."""
@@ -51,6 +66,11 @@ class LedgerCreated(Payload):
     verifier_key: VKey
     format: Literal["mlledger/v1"] = "mlledger/v1"
     software: Text
+
+    @model_validator(mode="after")
+    def _key_is_the_origins(self) -> Self:
+        _log_key(self.verifier_key, self.origin)
+        return self
 
 
 @register("key.added")

@@ -182,6 +182,10 @@ class Verifier:
         key = _b64(bytes([_TYPE[self.kind]]) + self.public_key)
         return f"{self.name}+{self.key_id.hex()}+{key}"
 
+    def verify(self, msg: bytes, sig: bytes) -> bool:
+        """Raw Ed25519 check of ``sig`` over ``msg``; callers apply domain separation."""
+        return self._ed25519(msg, sig)
+
     def _ed25519(self, msg: bytes, sig: bytes) -> bool:
         try:
             Ed25519PublicKey.from_public_bytes(self.public_key).verify(sig, msg)

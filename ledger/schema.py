@@ -5,11 +5,11 @@ Tables:
   the other columns are indexes over them, re-checked by ``verify``.
 - ``nodes``: Merkle interior nodes of complete subtrees at level >= NODE_MIN_LEVEL,
   written as entries arrive, so proofs cost O(log n) reads.
-- ``checkpoints``: signed checkpoint notes.
+- ``checkpoints``: signed checkpoint notes; ``cosignatures``: witness lines for them.
 - ``mlledger_meta``: the format marker and schema version.
 - ``head_lock``: one row, locked ``FOR UPDATE`` while sequencing on PostgreSQL.
 
-``entries``, ``nodes`` and ``checkpoints`` refuse UPDATE and DELETE through
+``entries``, ``nodes``, ``checkpoints`` and ``cosignatures`` refuse UPDATE and DELETE through
 database triggers on both SQLite and PostgreSQL (and TRUNCATE on PostgreSQL).
 
 Migrations: ``MIGRATIONS[i]`` upgrades schema version ``i`` to ``i + 1``. A ledger
@@ -42,6 +42,7 @@ __all__ = [
     "NODE_MIN_LEVEL",
     "SCHEMA_VERSION",
     "checkpoints",
+    "cosignatures",
     "entries",
     "head_lock",
     "meta",
@@ -91,6 +92,15 @@ checkpoints = Table(
     Index("ix_checkpoints_size", "size"),
 )
 
+cosignatures = Table(
+    "cosignatures",
+    metadata,
+    Column("checkpoint_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("witness", Text, primary_key=True),
+    Column("line", Text, nullable=False),
+    Column("ts_us", BigInteger, nullable=False),
+)
+
 meta = Table(
     "mlledger_meta",
     metadata,
@@ -104,7 +114,7 @@ head_lock = Table(
     Column("id", Integer, primary_key=True, autoincrement=False),
 )
 
-APPEND_ONLY_TABLES: Final = ("entries", "nodes", "checkpoints")
+APPEND_ONLY_TABLES: Final = ("entries", "nodes", "checkpoints", "cosignatures")
 
 
 def _sqlite_triggers(table: str) -> list[str]:

@@ -5,10 +5,13 @@ For each entry, in order (the steps match the code):
 2. SHA-256(0x00 || stored bytes) equals the stored leaf hash.
 3. The bytes are one JSON object with exactly the envelope keys, ``v == 1``,
    and ``seq`` equal to its position.
-4. ``prev`` is the previous leaf hash (64 zeros for seq 0), and entry 0 is
-   ``ledger.created``.
+4. ``prev`` is the previous leaf hash (64 zeros for seq 0), and entry 0, and only
+   entry 0, is ``ledger.created``.
 5. ``ts`` has the canonical form and never decreases.
-6. The indexed columns (kind, subject, ts) agree with the bytes.
+6. Field types are right and the top-level layout is canonical: the bytes before
+   the payload and after it are exactly what the parsed fields encode to (no
+   duplicate, reordered or re-encoded keys).
+7. The indexed columns (kind, subject, ts) agree with the bytes.
 Then the Merkle tree is rebuilt from the leaves and every stored interior node
 must match it. The first failure stops verification and names its seq.
 
@@ -91,6 +94,7 @@ class ChainVerifier:
     def _feed(self, rows: Iterable[Sequence[Any]]) -> None:
         sha = hashlib.sha256
         loads = orjson.loads
+        dumps = orjson.dumps
         leaves: list[bytes] = []
         expected = self.size
         prev_hex = self._prev_hex
@@ -113,16 +117,16 @@ class ChainVerifier:
                 raise _Bad(seq, f"entry is not valid JSON: {exc}") from None
             if type(obj) is not dict or obj.keys() != _KEYS:
                 raise _Bad(seq, "entry is not an object with exactly the envelope fields")
-            if obj["v"] != 1:
+            if obj["v"] != 1 or type(obj["v"]) is not int:
                 raise _Bad(seq, f"unsupported format version {obj['v']!r}")
-            if obj["seq"] != seq:
+            if obj["seq"] != seq or type(obj["seq"]) is not int:
                 raise _Bad(seq, f"entry stored at seq {seq} says seq {obj['seq']!r} (reordered)")
             # (4) chain link
             if obj["prev"] != prev_hex:
                 raise _Bad(seq, "prev does not match the previous entry's leaf hash "
                                 "(an entry was inserted, deleted or rewritten before it)")
-            if seq == 0 and obj["kind"] != "ledger.created":
-                raise _Bad(0, "entry 0 is not ledger.created")
+            if (seq == 0) != (obj["kind"] == "ledger.created"):
+                raise _Bad(seq, "ledger.created must be entry 0 and only entry 0")
             # (5) time never decreases
             ts = obj["ts"]
             if ts != self._ts_cache[0]:
@@ -132,7 +136,18 @@ class ChainVerifier:
                     raise _Bad(seq, f"ts {ts!r} is not canonical RFC 3339 UTC") from None
             if ts < last_ts:
                 raise _Bad(seq, f"ts {ts} is earlier than the previous entry's {last_ts}")
-            # (6) indexed columns agree with the bytes
+            # (6) field types, and the canonical top-level layout: exactly these bytes
+            # around the payload, so no key is duplicated, reordered or re-encoded
+            actor, subj = obj["actor"], obj["subject"]
+            if (type(actor) is not str or type(obj["kind"]) is not str or type(obj["payload"]) is not dict
+                    or (subj is not None and type(subj) is not str)):
+                raise _Bad(seq, "an envelope field has the wrong type")
+            if not (data.startswith(b'{"actor":' + dumps(actor) + b',"kind":' + dumps(obj["kind"])
+                                    + b',"payload":{')
+                    and data.endswith(b'","seq":' + str(seq).encode() + b',"subject":' + dumps(subj)
+                                      + b',"ts":"' + ts.encode() + b'","v":1}')):
+                raise _Bad(seq, "entry is not in canonical form (envelope keys, order or encoding)")
+            # (7) indexed columns agree with the bytes
             if obj["kind"] != kind or obj["subject"] != subject or self._ts_cache[1] != ts_us:
                 raise _Bad(seq, "indexed columns (kind, subject, ts) disagree with the entry bytes")
             leaves.append(leaf)
