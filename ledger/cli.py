@@ -23,6 +23,7 @@ from typing import Any, NoReturn, ParamSpec, TypeVar
 import click
 import orjson
 
+from ledger._checkpoints import DEFAULT_CHECKPOINT_EVERY
 from ledger.api import Entry, Ledger
 from ledger.canonical import decode
 from ledger.errors import (
@@ -33,6 +34,7 @@ from ledger.errors import (
     PolicyError,
 )
 from ledger.events import Event
+from ledger.note import Signer
 from ledger.verify import VerifyResult
 
 __all__ = ["Context", "main", "root"]
@@ -60,9 +62,34 @@ class Context:
             return Path(self.location)
         return Path(os.environ.get(HOME_ENV, DEFAULT_HOME))
 
+    @property
+    def log_key_path(self) -> Path:
+        return self.home / "keys" / "log.pem"
+
+    def signer(self, *, required: bool) -> Signer | None:
+        """The log's checkpoint key from <home>/keys/log.pem.
+
+        Not required: None (with a note on stderr) when the key is absent or locked.
+        """
+        from ledger import keys
+
+        path = self.log_key_path
+        if not path.exists():
+            if required:
+                raise InputError(f"no log key at {path}; pass --ledger for the ledger's directory "
+                                 f"or set {HOME_ENV}")
+            return None
+        try:
+            return keys.load_signer(path)
+        except InputError as exc:
+            if required:
+                raise
+            click.echo(f"note: no checkpoint signed ({exc})", err=True)
+            return None
+
     @contextmanager
-    def open(self) -> Iterator[Ledger]:
-        ledger = Ledger.open(self.location)
+    def open(self, *, signer: Signer | None = None, checkpoint_every: int | None = None) -> Iterator[Ledger]:
+        ledger = Ledger.open(self.location, signer=signer, checkpoint_every=checkpoint_every)
         try:
             yield ledger
         finally:
@@ -245,7 +272,8 @@ def append(obj: Context, event: str | None, path: str | None, actor: str | None,
 
     An event is {"kind": ..., "actor": ..., "subject": ..., "payload": {...}};
     seq, prev and ts are assigned by the ledger. Every event is validated
-    before anything is written; one bad line writes nothing.
+    before anything is written; one bad line writes nothing. When the log key is
+    available, a checkpoint is signed after every 1,000 entries and at the end.
     """
     who = actor or _default_actor()
     if (event is None) == (path is None):
@@ -264,7 +292,8 @@ def append(obj: Context, event: str | None, path: str | None, actor: str | None,
             except OSError as exc:
                 raise InputError(f"{path}: {exc.strerror}") from None
         events = _read_events(source, data, who)
-    with obj.open() as ledger:
+    signer = obj.signer(required=False)
+    with obj.open(signer=signer, checkpoint_every=DEFAULT_CHECKPOINT_EVERY if signer else None) as ledger:
         if force_unsafe:
             click.echo("WARNING: --force-unsafe: appending without verifying the ledger", err=True)
         else:
@@ -384,5 +413,16 @@ def verify(obj: Context, deep: bool, fmt: str) -> None:
         sys.exit(1)
 
 
+def _register() -> None:
+    from ledger._cli_log import checkpoint, key, prove, verify_proof
+    from ledger._cli_witness import witness
+
+    for cmd in (checkpoint, key, prove, verify_proof, witness):
+        root.add_command(cmd)
+
+
 def main() -> None:
     root(prog_name="mlledger")
+
+
+_register()
