@@ -33,7 +33,8 @@ def raw_insert(url: str, rows: list[tuple[object, ...]], batch: int) -> float:
     conn = dbapi(url)
     sqlite = url.startswith("sqlite")
     ph = "?" if sqlite else "%s"
-    sql = f"INSERT INTO entries (seq, leaf_hash, prev, ts_us, kind, subject, entry) VALUES ({','.join([ph] * 7)})"
+    cols = "seq, leaf_hash, prev, ts_us, kind, subject, entry"
+    sql = f"INSERT INTO entries ({cols}) VALUES ({','.join([ph] * 7)})"
 
     def run() -> None:
         cur = conn.cursor()

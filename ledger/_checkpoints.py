@@ -14,7 +14,7 @@ from typing import Any, Final
 from ledger._store import Store, Tx
 from ledger.errors import IntegrityError
 
-__all__ = ["DEFAULT_CHECKPOINT_EVERY", "StoredCheckpoint", "StoredCosignature", "Checkpoints"]
+__all__ = ["DEFAULT_CHECKPOINT_EVERY", "Checkpoints", "StoredCheckpoint", "StoredCosignature"]
 
 #: Automatic checkpoints: after this many new entries, and on close (docs/FORMAT.md 6).
 DEFAULT_CHECKPOINT_EVERY: Final = 1000

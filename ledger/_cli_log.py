@@ -14,7 +14,7 @@ from ledger.errors import InputError, IntegrityError
 from ledger.events import Event
 from ledger.keyhistory import sign_rotation
 from ledger.kinds import KeyAdded, KeyRevoked, KeyRotated
-from ledger.note import Verifier, open_checkpoint, parse_proof, format_proof
+from ledger.note import Verifier, format_proof, open_checkpoint, parse_proof
 
 __all__ = ["checkpoint", "key", "prove", "verify_proof"]
 

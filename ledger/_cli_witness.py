@@ -12,13 +12,21 @@ from pathlib import Path
 
 import click
 
-from ledger import keys
-from ledger.cli import FORMAT, echo_json, handle_errors
-from ledger.errors import InputError
-from ledger.note import Checkpoint, Note
-from ledger.witness import WitnessState, add_checkpoint, parse_request
-
 __all__ = ["witness"]
+
+
+@click.group()
+def witness() -> None:
+    """Cosign log checkpoints, refusing rollbacks and forks (C2SP tlog-witness)."""
+
+
+# ledger.cli imports this module when it is imported, to register `witness`: the group exists
+# before ledger.cli is imported here, so either module may be imported first.
+from ledger import keys  # noqa: E402
+from ledger.cli import FORMAT, echo_json, handle_errors  # noqa: E402
+from ledger.errors import InputError  # noqa: E402
+from ledger.note import Checkpoint, Note  # noqa: E402
+from ledger.witness import WitnessState, add_checkpoint, parse_request  # noqa: E402
 
 _FILE = click.Path(dir_okay=False, path_type=Path)
 
@@ -28,11 +36,6 @@ def _when(unix: int) -> str:
         return datetime.fromtimestamp(unix, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     except (OverflowError, ValueError, OSError):
         return f"{unix} (unix seconds)"
-
-
-@click.group()
-def witness() -> None:
-    """Cosign log checkpoints, refusing rollbacks and forks (C2SP tlog-witness)."""
 
 
 @witness.command()

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-
-import orjson
 import os
 import time
 from collections.abc import Iterator, Sequence
@@ -21,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+import orjson
 from sqlalchemy import Connection, Engine, create_engine, event, inspect, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
@@ -41,6 +40,10 @@ __all__ = ["DEFAULT_DB_NAME", "Head", "Receipt", "Sequencer", "Store", "Tx", "Wr
 
 DEFAULT_DB_NAME: Final = "ledger.db"
 _LEAF: Final = b"\x00"
+
+
+Tail = tuple[int, bytes, int] | None
+"""(seq, leaf hash, ts_us) of the last entry, or None for an empty log."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,13 +215,13 @@ class Store:
 
     # -- reads (driver-level SQL, usable inside a sequencing transaction) ------
 
-    def tail(self, tx: Tx) -> tuple[int, bytes, int, bytes] | None:
-        """(seq, leaf_hash, ts_us, entry) of the last entry, or None when empty."""
+    def tail(self, tx: Tx) -> Tail:
+        """(seq, leaf_hash, ts_us) of the last entry, or None when empty."""
         rows = tx.rows(_TAIL_SQL)
         if not rows:
             return None
-        seq, leaf, ts_us, data = rows[0]
-        return seq, bytes(leaf), ts_us, bytes(data)
+        seq, leaf, ts_us = rows[0]
+        return seq, bytes(leaf), ts_us
 
     def subtree_hashes(self, tx: Tx, wanted: Sequence[tuple[int, int]]) -> list[bytes]:
         """Hashes of complete subtrees ``(level, index)``.
@@ -232,7 +235,8 @@ class Store:
             part = stored[at : at + 200]
             cond = " OR ".join(["(level = {p} AND idx = {p})"] * len(part))
             params = [x for pair in part for x in pair]
-            for lv, i, h in tx.rows(tx.sql("SELECT level, idx, hash FROM nodes WHERE " + cond), params):
+            sql = tx.sql("SELECT level, idx, hash FROM nodes WHERE " + cond)  # noqa: S608
+            for lv, i, h in tx.rows(sql, params):
                 found[(lv, i)] = bytes(h)
         out: list[bytes] = []
         for level, idx in wanted:
@@ -261,6 +265,12 @@ class Store:
             out.append(merkle.fold(hashes[at : at + len(part)]))
             at += len(part)
         return out
+
+    def entry_bytes(self, tx: Tx, seq: int) -> bytes:
+        rows = tx.rows(tx.sql("SELECT entry FROM entries WHERE seq = {p}"), (seq,))
+        if not rows:
+            raise IntegrityError(f"entry {seq} is missing")
+        return bytes(rows[0][0])
 
     def key_history(self, tx: Tx) -> KeyHistory:
         """The checkpoint-key history from entry 0 and every key.* entry, in seq order."""
@@ -364,11 +374,22 @@ class Writer:
         self.tx = Tx(_Cursor(self._dbapi.cursor()), store.dialect)
 
     def begin(self) -> Tx:
+        """Start a transaction holding the write lock."""
+        return self.begin_with_tail()[0]
+
+    def begin_with_tail(self) -> tuple[Tx, Tail]:
+        """Start a transaction holding the write lock, and read the tail under it.
+
+        On PostgreSQL the tail must be read by a statement that starts after the
+        lock is granted (READ COMMITTED takes a snapshot per statement), so the two
+        cannot be one query.
+        """
         if self._dialect == "sqlite":
             self._dbapi.execute("BEGIN IMMEDIATE")
         else:
             self.tx.rows("SELECT id FROM head_lock WHERE id = 1 FOR UPDATE")
-        return self.tx
+        rows = self.tx.rows(_TAIL_SQL)
+        return self.tx, (None if not rows else (rows[0][0], bytes(rows[0][1]), rows[0][2]))
 
     def commit(self) -> None:
         self._dbapi.commit()
@@ -395,11 +416,16 @@ class Sequencer:
         self._pending: tuple[int, bytes, merkle.Frontier] | None = None
 
     def write(
-        self, tx: Tx, batch: Sequence[EntryPrefix], *, expect_size: int | None = None
+        self, tx: Tx, batch: Sequence[EntryPrefix], *, expect_size: int | None = None,
+        tail: Tail | bool = False,
     ) -> list[Receipt]:
-        """Inside a transaction holding the write lock: append ``batch``."""
+        """Inside a transaction holding the write lock: append ``batch``.
+
+        ``tail``: the tail as read when the lock was taken, if it was.
+        """
         store = self.store
-        tail = store.tail(tx)
+        if tail is False or tail is True:
+            tail = store.tail(tx)
         if tail is None:
             size, prev, last_ts = 0, bytes.fromhex(GENESIS_PREV), 0
         else:
@@ -409,7 +435,7 @@ class Sequencer:
         if self._cache is not None and self._cache[0] == size and self._cache[1] == prev:
             frontier = self._cache[2].copy()
         else:
-            if tail is not None and hashlib.sha256(_LEAF + tail[3]).digest() != tail[1]:
+            if tail is not None and merkle.leaf_hash(store.entry_bytes(tx, tail[0])) != tail[1]:
                 raise IntegrityError(
                     f"entry {tail[0]} (the tail) does not match its stored leaf hash; "
                     "the ledger fails verification: run 'mlledger verify'"
@@ -457,7 +483,8 @@ class Sequencer:
         self._cache = None
 
 
-_TAIL_SQL: Final = "SELECT seq, leaf_hash, ts_us, entry FROM entries ORDER BY seq DESC LIMIT 1"
+_TAIL_SQL: Final = "SELECT seq, leaf_hash, ts_us FROM entries ORDER BY seq DESC LIMIT 1"
+
 _ENTRY_SQL: Final = (
     "INSERT INTO entries (seq, leaf_hash, prev, ts_us, kind, subject, entry) "
     "VALUES ({p},{p},{p},{p},{p},{p},{p})"

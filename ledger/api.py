@@ -232,7 +232,8 @@ class Ledger:
                 self._writer = self._store.writer()
             writer = self._writer
             try:
-                receipts = self._seq.write(writer.begin(), flat)
+                tx, tail = writer.begin_with_tail()
+                receipts = self._seq.write(tx, flat, tail=tail)
                 writer.commit()
             except BaseException:
                 writer.rollback()

@@ -33,11 +33,11 @@ __all__ = [
     "MAX_PAYLOAD_BYTES",
     "EntryPrefix",
     "canonical_value",
-    "owned_canonical_value",
     "decode",
     "encode",
     "entry_bytes",
     "format_ts",
+    "owned_canonical_value",
     "parse_ts",
     "prefix",
 ]

@@ -136,6 +136,30 @@ def show_progress() -> bool:
     return sys.stderr.isatty() and not os.environ.get("CI")
 
 
+#: The ledger's own commands that live in other modules, imported on first use.
+_BUILTIN: dict[str, str] = {
+    "checkpoint": "ledger._cli_log:checkpoint",
+    "key": "ledger._cli_log:key",
+    "prove": "ledger._cli_log:prove",
+    "verify-proof": "ledger._cli_log:verify_proof",
+    "witness": "ledger._cli_witness:witness",
+    "export": "ledger._cli_bundle:export",
+    "verify-bundle": "ledger._cli_bundle:verify_bundle",
+}
+
+
+def _builtin(name: str) -> click.Command | None:
+    import importlib
+
+    target = _BUILTIN.get(name)
+    if target is None:
+        return None
+    module, attr = target.split(":")
+    cmd = getattr(importlib.import_module(module), attr)
+    assert isinstance(cmd, click.Command)
+    return cmd
+
+
 class _Root(click.Group):
     """Loads command groups from the ``mlledger.commands`` entry points, failing closed."""
 
@@ -152,10 +176,16 @@ class _Root(click.Group):
         return found
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted({*super().list_commands(ctx), *self._plugins()})
+        return sorted({*super().list_commands(ctx), *self._available(), *self._plugins()})
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        return super().get_command(ctx, name) or self._plugins().get(name)
+        return super().get_command(ctx, name) or _builtin(name) or self._plugins().get(name)
+
+    @staticmethod
+    def _available() -> list[str]:
+        import importlib.util
+
+        return [n for n, t in _BUILTIN.items() if importlib.util.find_spec(t.split(":")[0]) is not None]
 
 
 @click.group(cls=_Root, context_settings={"help_option_names": ["-h", "--help"]})
@@ -413,16 +443,5 @@ def verify(obj: Context, deep: bool, fmt: str) -> None:
         sys.exit(1)
 
 
-def _register() -> None:
-    from ledger._cli_log import checkpoint, key, prove, verify_proof
-    from ledger._cli_witness import witness
-
-    for cmd in (checkpoint, key, prove, verify_proof, witness):
-        root.add_command(cmd)
-
-
 def main() -> None:
     root(prog_name="mlledger")
-
-
-_register()

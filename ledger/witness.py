@@ -39,7 +39,7 @@ from typing import Annotated, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
 
 from ledger import merkle, note
-from ledger.errors import InputError, IntegrityError, ProofError
+from ledger.errors import InputError, IntegrityError, ProofError, StorageError
 from ledger.events import describe_validation_error
 from ledger.note import Checkpoint, Signer, Verifier
 
@@ -212,7 +212,7 @@ def verify_request(
     except ProofError as exc:
         if record is None:
             raise ProofError(f"{what} does not extend the empty tree: {exc}") from None
-        raise ProofError(f"fork refused: {what} is not consistent with {mine}: {exc}") from None
+        raise ProofError(f"fork refused: {what} is not proven consistent with {mine}: {exc}") from None
     return cp
 
 
@@ -228,7 +228,7 @@ class WitnessState:
     def create(cls, path: Path) -> WitnessState:
         """Write an empty state; refuse to overwrite one."""
         state = cls(path)
-        with state._locked():
+        with state._locked(create=True):
             if path.exists():
                 raise InputError(f"{path} already exists; refusing to overwrite witness state")
             state._write({})
@@ -252,8 +252,13 @@ class WitnessState:
                 self._write(records)
 
     @contextmanager
-    def _locked(self) -> Iterator[None]:
-        fd = os.open(self._lock, os.O_RDWR | os.O_CREAT, 0o644)
+    def _locked(self, *, create: bool = False) -> Iterator[None]:
+        if not create and not self.path.exists():
+            self._read()  # raises the "no witness state" error
+        try:
+            fd = os.open(self._lock, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise StorageError(f"{self._lock}: {exc.strerror}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
@@ -284,18 +289,21 @@ class WitnessState:
     def _write(self, records: dict[tuple[str, str], LogRecord]) -> None:
         logs = [r.model_dump() for _, r in sorted(records.items())]
         data = json.dumps({"format": STATE_FORMAT, "logs": logs}, indent=2, sort_keys=True) + "\n"
-        # A stale .tmp from a killed writer is harmless: we hold the lock and truncate it.
-        fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data.encode())
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(self._tmp, self.path)
-        dfd = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY)
         try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+            # A stale .tmp from a killed writer is harmless: we hold the lock and truncate it.
+            fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data.encode())
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(self._tmp, self.path)
+            dfd = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
+        except OSError as exc:
+            raise StorageError(f"cannot write witness state {self.path}: {exc.strerror}") from None
 
 
 def add_checkpoint(
@@ -308,8 +316,9 @@ def add_checkpoint(
 ) -> str:
     """Verify an add-checkpoint request against the witness state; return the cosignature line.
 
-    Raises InputError (malformed request, bad witness key), SignatureError (wrong log or
-    signature), ConflictError, RollbackError, ForkError or ProofError; the state is then unchanged.
+    Raises InputError (malformed request, bad witness key, no state), SignatureError (wrong log
+    or signature), ConflictError, RollbackError, ForkError or ProofError, and then the state is
+    unchanged; StorageError if the state cannot be written.
     """
     # (0): refuse a key or time that could not cosign, before anything is persisted.
     timestamp = int(time.time()) if now is None else now
@@ -322,9 +331,9 @@ def add_checkpoint(
     with state.update() as records:
         # (1)-(5): signature, recorded state, old size, rollback and fork, consistency proof.
         key = (log_key.name, log_vkey)
-        cp = verify_request(req, log_key, records.get(key))
-        # (6): persist the new size and root (update() writes atomically if they changed).
         old = records.get(key)
+        cp = verify_request(req, log_key, old)
+        # (6): persist the new size and root (update() writes atomically if they changed).
         if old is None or (old.size, old.root) != (cp.size, cp.root):
             records[key] = LogRecord(origin=cp.origin, log_vkey=log_vkey, size=cp.size,
                                      root_hex=cp.root.hex(), updated=timestamp)

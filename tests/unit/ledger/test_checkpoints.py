@@ -10,7 +10,7 @@ from ledger.errors import InputError, IntegrityError, SignatureError
 from ledger.events import Event
 from ledger.keyhistory import sign_rotation
 from ledger.kinds import KeyRevoked, KeyRotated
-from ledger.note import Signer, open_checkpoint, verify_cosignatures, cosign
+from ledger.note import Signer, cosign, open_checkpoint, verify_cosignatures
 from tests.conftest import ORIGIN, TEST_SIGNER
 from tests.helpers import policy_event
 from tests.tamper import Tamperer
