@@ -264,10 +264,10 @@ def prove(obj: Context, seq: int | None, output: str, entry_out: str | None,
             return
         if seq is None:
             raise InputError("give SEQ, or --consistency OLD NEW")
+        entry = ledger.get(seq)
         cp = ledger.latest_checkpoint(covering=seq)
         if cp is None:
             raise InputError(f"no checkpoint covers seq {seq} yet; run 'mlledger checkpoint' first")
-        entry = ledger.get(seq)
         proof = ledger.inclusion_proof(seq, cp.size)
     _write(output, format_proof(seq, proof, cp.with_cosignatures()))
     if entry_out:

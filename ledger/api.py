@@ -8,6 +8,7 @@ its entry is committed; ``append_many`` is atomic.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -23,6 +24,7 @@ from sqlalchemy.exc import DBAPIError
 from ledger import kinds as _kinds  # noqa: F401  (registers the core kinds)
 from ledger import merkle
 from ledger._checkpoints import DEFAULT_CHECKPOINT_EVERY, Checkpoints, StoredCheckpoint
+from ledger._parallel import PARALLEL_MIN, SEGMENT_LEVEL, verify_parallel
 from ledger._store import Head, Receipt, Sequencer, Store, Writer, resolve_url, root_of_head
 from ledger.canonical import EntryPrefix, format_ts, parse_ts
 from ledger.errors import InputError, IntegrityError, MlledgerError, StorageError
@@ -99,6 +101,8 @@ class Ledger:
         self._every = checkpoint_every
         self._cps = Checkpoints(store)
         self._last_cp_size: int | None = None
+        #: Why the last automatic checkpoint could not be signed, if it could not.
+        self.checkpoint_error: MlledgerError | None = None
         self._seq = Sequencer(store)
         self._mutex = threading.Lock()
         self._qlock = threading.Lock()
@@ -174,7 +178,7 @@ class Ledger:
             self._closed = True
             try:
                 if self._signer is not None and self._every is not None:
-                    self._checkpoint_locked(only_if_new=True)
+                    self._auto_checkpoint(None)
             finally:
                 if self._writer is not None:
                     self._writer.close()
@@ -239,8 +243,7 @@ class Ledger:
                 writer.rollback()
                 raise
             self._seq.committed()
-            if self._checkpoint_due(receipts[-1].seq + 1):
-                self._checkpoint_locked(only_if_new=True)
+            self._auto_checkpoint(receipts[-1].seq + 1)
         except MlledgerError as exc:
             error = exc
         except Exception as exc:  # driver errors: sqlite3 / psycopg
@@ -262,6 +265,20 @@ class Ledger:
             g.done = True
 
     # -- checkpoints and proofs ----------------------------------------------------
+
+    def _auto_checkpoint(self, size: int | None) -> None:
+        """A due automatic checkpoint (``size`` None: on close, if anything is new).
+
+        Runs after the entries committed, so a failure must not turn the append
+        into an error: it is kept in ``checkpoint_error`` for the caller to report.
+        """
+        if size is not None and not self._checkpoint_due(size):
+            return
+        try:
+            self._checkpoint_locked(only_if_new=True)
+            self.checkpoint_error = None
+        except MlledgerError as exc:
+            self.checkpoint_error = exc
 
     def _checkpoint_due(self, size: int) -> bool:
         if self._signer is None or self._every is None:
@@ -449,12 +466,19 @@ class Ledger:
 
     # -- verification ------------------------------------------------------------
 
-    def verify(self, *, progress: Any = None, deep: bool = False) -> VerifyResult:
+    def verify(
+        self, *, progress: Any = None, deep: bool = False, workers: int | None = None
+    ) -> VerifyResult:
         """Recompute every leaf hash, link, timestamp and stored Merkle node.
 
         ``progress(n)`` is called with the number of entries checked so far.
         ``deep`` also re-validates each payload against its kind's model.
+        Large ledgers are verified by ``workers`` processes (default: one per CPU);
+        ``workers=1`` keeps it in this process.
         """
+        size = self.head_size()
+        if not deep and workers != 1 and size >= PARALLEL_MIN and (os.cpu_count() or 1) > 1:
+            return self._verify_parallel(size, workers, progress)
         checker = ChainVerifier()
         with self._read() as conn, conn.begin():
             rows = self._store.iter_rows(self._store.raw_tx(conn), chunk=20000)
@@ -474,6 +498,24 @@ class Ledger:
                     conn.execute(select(nodes.c.level, nodes.c.idx, nodes.c.hash))
                 )
         return checker.result()
+
+    def _verify_parallel(self, size: int, workers: int | None, progress: Any) -> VerifyResult:
+        def upper() -> list[tuple[int, int, bytes]]:
+            with self._read() as conn:
+                return [(lv, i, bytes(h)) for lv, i, h in conn.execute(
+                    select(nodes.c.level, nodes.c.idx, nodes.c.hash).where(nodes.c.level > SEGMENT_LEVEL))]
+
+        verified, root, failure, last_ts = verify_parallel(
+            self._store.url, size, upper, workers=workers, progress=progress)
+        if failure is not None:
+            return VerifyResult(False, failure[0], None, failure[0], failure[1], last_ts or None)
+        return VerifyResult(True, verified, root, last_ts=last_ts)
+
+    def head_size(self) -> int:
+        """The number of entries (cheaper than ``head()``, which also computes the root)."""
+        with self._read() as conn:
+            tail = self._store.tail(self._store.tx(conn))
+        return 0 if tail is None else tail[0] + 1
 
     def verify_or_raise(self) -> VerifyResult:
         result = self.verify()

@@ -335,6 +335,8 @@ def append(obj: Context, event: str | None, path: str | None, actor: str | None,
                     "--force-unsafe"
                 )
         receipts = ledger.append_many(events)
+    if ledger.checkpoint_error is not None:
+        click.echo(f"note: appended, but no checkpoint was signed: {ledger.checkpoint_error}", err=True)
     if fmt == "json":
         for r in receipts:
             echo_json(r.to_json())

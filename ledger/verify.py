@@ -21,7 +21,9 @@ API does that): integrity is about the bytes, which are hashed as stored.
 
 from __future__ import annotations
 
+import binascii
 import hashlib
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -34,7 +36,22 @@ from ledger.errors import InputError
 
 __all__ = ["ChainVerifier", "VerifyResult"]
 
-_KEYS: Final = frozenset({"v", "seq", "prev", "ts", "kind", "actor", "subject", "payload"})
+_STRING: Final = rb'"[^"\\\x00-\x1f]*(?:\\.[^"\\\x00-\x1f]*)*"'
+_HEAD: Final = re.compile(
+    rb'\{"actor":(' + _STRING + rb'),"kind":"([a-z][a-z0-9_]*(?:\.[a-z][a-z0-9_]*)+)","payload":(?=\{)'
+)
+_TAIL_START: Final = b'},"prev":"'
+_TAIL: Final = re.compile(
+    rb'\},"prev":"([0-9a-f]{64})","seq":(0|[1-9][0-9]{0,15}),"subject":(null|' + _STRING
+    + rb'),"ts":"([0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z)","v":1\}'
+)
+
+
+def _reencoded(json_string: bytes) -> bytes | None:
+    try:
+        return orjson.dumps(orjson.loads(json_string))
+    except orjson.JSONDecodeError:
+        return None
 
 
 @dataclass(frozen=True)
@@ -70,9 +87,16 @@ class _Bad(Exception):
 class ChainVerifier:
     """Feed rows in seq order; ask for the result at the end."""
 
-    def __init__(self, *, keep_nodes_from: int = 4) -> None:
-        self.size = 0
-        self._prev_hex = GENESIS_PREV
+    def __init__(self, *, keep_nodes_from: int = 4, start: int = 0) -> None:
+        """``start`` > 0 verifies a segment: its first ``prev`` and ``ts`` are recorded
+        (``first_prev``, ``first_ts``) for the caller to link to the previous segment,
+        and the Merkle nodes it keeps are relative to ``start`` (aligned by the caller).
+        """
+        self.start = start
+        self.size = start
+        self._prev_hex: str | None = GENESIS_PREV if start == 0 else None
+        self.first_prev: str | None = None
+        self.first_ts: str | None = None
         self._last_ts = ""
         self._ts_cache: tuple[str, int] = ("", -1)
         self.frontier = merkle.Frontier()
@@ -94,11 +118,21 @@ class ChainVerifier:
     def _feed(self, rows: Iterable[Sequence[Any]]) -> None:
         sha = hashlib.sha256
         loads = orjson.loads
-        dumps = orjson.dumps
+        hexlify = binascii.hexlify
+        head_match, tail_match = _HEAD.match, _TAIL.fullmatch
         leaves: list[bytes] = []
         expected = self.size
-        prev_hex = self._prev_hex
-        last_ts = self._last_ts
+        if self._prev_hex is None:  # first row of a segment: link checked by the caller
+            rows = list(rows)
+            t = _TAIL.fullmatch(rows[0][5], bytes(rows[0][5]).rfind(_TAIL_START)) if rows else None
+            if t is not None:
+                self.first_prev, self.first_ts = t[1].decode(), t[4].decode()
+            self._prev_hex = self.first_prev or ""
+            self._last_ts = self.first_ts or ""
+        prev_hex = self._prev_hex.encode()
+        last_ts = self._last_ts.encode()
+        ts_text, ts_value = self._ts_cache
+        ts_bytes = ts_text.encode()
         for seq, stored_leaf, ts_us, kind, subject, raw in rows:
             data = bytes(raw)
             # (1) contiguity
@@ -110,70 +144,93 @@ class ChainVerifier:
             leaf = sha(b"\x00" + data).digest()
             if leaf != bytes(stored_leaf):
                 raise _Bad(seq, "entry bytes do not match the stored leaf hash (modified entry)")
-            # (3) envelope shape
+            # (3) envelope: a fixed head, one JSON object as payload, a fixed tail
+            head = head_match(data)
+            split = data.rfind(_TAIL_START)
+            tail = tail_match(data, split) if head is not None and split > 0 else None
+            if head is None or tail is None:
+                raise _Bad(seq, "entry is not a canonical envelope "
+                                "(actor, kind, payload, prev, seq, subject, ts, v=1)")
             try:
-                obj = loads(data)
+                payload = loads(data[head.end() : split + 1])
             except orjson.JSONDecodeError as exc:
-                raise _Bad(seq, f"entry is not valid JSON: {exc}") from None
-            if type(obj) is not dict or obj.keys() != _KEYS:
-                raise _Bad(seq, "entry is not an object with exactly the envelope fields")
-            if obj["v"] != 1 or type(obj["v"]) is not int:
-                raise _Bad(seq, f"unsupported format version {obj['v']!r}")
-            if obj["seq"] != seq or type(obj["seq"]) is not int:
-                raise _Bad(seq, f"entry stored at seq {seq} says seq {obj['seq']!r} (reordered)")
+                raise _Bad(seq, f"payload is not one JSON object: {exc}") from None
+            if type(payload) is not dict:
+                raise _Bad(seq, "payload is not a JSON object")
+            if int(tail[2]) != seq:
+                raise _Bad(seq, f"entry stored at seq {seq} says seq {tail[2].decode()} (reordered)")
             # (4) chain link
-            if obj["prev"] != prev_hex:
+            if tail[1] != prev_hex:
                 raise _Bad(seq, "prev does not match the previous entry's leaf hash "
                                 "(an entry was inserted, deleted or rewritten before it)")
-            if (seq == 0) != (obj["kind"] == "ledger.created"):
+            entry_kind = head[2].decode()
+            if (seq == 0) != (entry_kind == "ledger.created"):
                 raise _Bad(seq, "ledger.created must be entry 0 and only entry 0")
             # (5) time never decreases
-            ts = obj["ts"]
-            if ts != self._ts_cache[0]:
+            ts = tail[4]
+            if ts != ts_bytes:
                 try:
-                    self._ts_cache = (ts, parse_ts(ts))
-                except (InputError, AttributeError, TypeError):
-                    raise _Bad(seq, f"ts {ts!r} is not canonical RFC 3339 UTC") from None
+                    ts_value = parse_ts(ts)
+                except InputError:
+                    raise _Bad(seq, f"ts {ts.decode()} is not a valid RFC 3339 UTC time") from None
+                ts_bytes = ts
             if ts < last_ts:
-                raise _Bad(seq, f"ts {ts} is earlier than the previous entry's {last_ts}")
-            # (6) field types, and the canonical top-level layout: exactly these bytes
-            # around the payload, so no key is duplicated, reordered or re-encoded
-            actor, subj = obj["actor"], obj["subject"]
-            if (type(actor) is not str or type(obj["kind"]) is not str or type(obj["payload"]) is not dict
-                    or (subj is not None and type(subj) is not str)):
-                raise _Bad(seq, "an envelope field has the wrong type")
-            if not (data.startswith(b'{"actor":' + dumps(actor) + b',"kind":' + dumps(obj["kind"])
-                                    + b',"payload":{')
-                    and data.endswith(b'","seq":' + str(seq).encode() + b',"subject":' + dumps(subj)
-                                      + b',"ts":"' + ts.encode() + b'","v":1}')):
-                raise _Bad(seq, "entry is not in canonical form (envelope keys, order or encoding)")
+                raise _Bad(seq, f"ts {ts.decode()} is earlier than the previous entry's {last_ts.decode()}")
+            # (6) strings in canonical encoding (only escapes can differ)
+            actor_json, subject_json = head[1], tail[3]
+            if b"\\" in actor_json and _reencoded(actor_json) != actor_json:
+                raise _Bad(seq, "actor is not in canonical JSON string form")
+            if subject_json == b"null":
+                entry_subject = None
+            elif b"\\" in subject_json:
+                if _reencoded(subject_json) != subject_json:
+                    raise _Bad(seq, "subject is not in canonical JSON string form")
+                entry_subject = loads(subject_json)
+            else:
+                entry_subject = subject_json[1:-1].decode()
             # (7) indexed columns agree with the bytes
-            if obj["kind"] != kind or obj["subject"] != subject or self._ts_cache[1] != ts_us:
+            if entry_kind != kind or entry_subject != subject or ts_value != ts_us:
                 raise _Bad(seq, "indexed columns (kind, subject, ts) disagree with the entry bytes")
             leaves.append(leaf)
-            prev_hex = leaf.hex()
+            prev_hex = hexlify(leaf)
             last_ts = ts
             expected += 1
-            self.size = expected
-            self._prev_hex = prev_hex
-            self._last_ts = last_ts
+        self.size = expected
+        self._prev_hex = prev_hex.decode()
+        self._last_ts = last_ts.decode()
+        self._ts_cache = (ts_bytes.decode(), ts_value)
         self._extend(leaves)
+
+    @property
+    def last_leaf_hex(self) -> str:
+        """The leaf hash of the last entry checked (the next entry's expected prev)."""
+        return self._prev_hex or ""
+
+    @property
+    def last_ts(self) -> str:
+        return self._last_ts
 
     def _extend(self, leaves: list[bytes]) -> None:
         for level, idx, h in self.frontier.extend(leaves, min_level=self._min_level):
             self.nodes[(level, idx)] = h
 
     def check_nodes(self, stored: Iterable[tuple[int, int, bytes]]) -> bool:
-        """Compare stored interior nodes with those rebuilt from the leaves."""
+        """Compare stored interior nodes with those rebuilt from the leaves.
+
+        ``stored`` must be the stored nodes inside [start, size) (all of them when
+        start is 0); nodes reaching past ``size`` are ignored.
+        """
         if self.failure is not None:
             return False
         seen: set[tuple[int, int]] = set()
-        for level, idx, h in stored:
-            if (idx + 1) << level > self.size:
+        start = self.start
+        for level, abs_idx, h in stored:
+            if (abs_idx + 1) << level > self.size:
                 continue  # covers entries appended after the scan
+            idx = abs_idx - (start >> level)
             want = self.nodes.get((level, idx))
             if want is None or want != bytes(h):
-                first = min(idx << level, max(self.size - 1, 0))
+                first = min(abs_idx << level, max(self.size - 1, 0))
                 self.failure = _Bad(
                     first, f"stored Merkle node (level {level}, index {idx}) does not match the entries"
                 )
@@ -182,9 +239,9 @@ class ChainVerifier:
         if len(seen) != len(self.nodes):
             missing = min((k for k in self.nodes if k not in seen), key=lambda k: k[1] << k[0])
             self.failure = _Bad(
-                missing[1] << missing[0],
+                start + (missing[1] << missing[0]),
                 f"{len(self.nodes) - len(seen)} Merkle node(s) missing, first at level {missing[0]} "
-                f"index {missing[1]}",
+                f"index {missing[1] + (start >> missing[0])}",
             )
             return False
         return True
