@@ -238,6 +238,13 @@ class Store:
             sql = tx.sql("SELECT level, idx, hash FROM nodes WHERE " + cond)  # noqa: S608
             for lv, i, h in tx.rows(sql, params):
                 found[(lv, i)] = bytes(h)
+        low = sorted({(lv, i) for lv, i in wanted if lv < NODE_MIN_LEVEL})
+        leaves: dict[int, bytes] = {}
+        if low:
+            cond = " OR ".join(["(seq >= {p} AND seq < {p})"] * len(low))
+            params = [x for lv, i in low for x in (i << lv, (i + 1) << lv)]
+            sql = tx.sql("SELECT seq, leaf_hash FROM entries WHERE " + cond)  # noqa: S608
+            leaves = {seq: bytes(h) for seq, h in tx.rows(sql, params)}
         out: list[bytes] = []
         for level, idx in wanted:
             if level >= NODE_MIN_LEVEL:
@@ -247,13 +254,10 @@ class Store:
                 out.append(h)
                 continue
             lo, hi = idx << level, (idx + 1) << level
-            rows = tx.rows(
-                tx.sql("SELECT leaf_hash FROM entries WHERE seq >= {p} AND seq < {p} ORDER BY seq"),
-                (lo, hi),
-            )
-            if len(rows) != hi - lo:
-                raise IntegrityError(f"entries {lo}..{hi - 1} are not all present")
-            out.append(merkle.root_of([bytes(r[0]) for r in rows]))
+            try:
+                out.append(merkle.root_of([leaves[s] for s in range(lo, hi)]))
+            except KeyError:
+                raise IntegrityError(f"entries {lo}..{hi - 1} are not all present") from None
         return out
 
     def range_hashes(self, tx: Tx, ranges: Sequence[tuple[int, int]]) -> list[bytes]:

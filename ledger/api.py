@@ -363,36 +363,33 @@ class Ledger:
 
     def root_at(self, size: int) -> bytes:
         """The Merkle root of the first ``size`` entries, from stored nodes."""
-        self._check_size(size)
         if size == 0:
             return merkle.EMPTY_ROOT
-        with self._read() as conn, conn.begin():
-            return self._store.range_hashes(self._store.raw_tx(conn), [(0, size)])[0]
+        return self._ranges(size, [(0, size)])[0]
 
     def inclusion_proof(self, seq: int, size: int) -> list[bytes]:
         """RFC 9162 inclusion proof of entry ``seq`` in the tree of ``size``: O(log n) reads."""
-        self._check_size(size)
         if not 0 <= seq < size:
             raise InputError(f"seq {seq} is not in a tree of size {size}")
-        with self._read() as conn, conn.begin():
-            return self._store.range_hashes(self._store.raw_tx(conn), merkle.inclusion_ranges(seq, size))
+        return self._ranges(size, merkle.inclusion_ranges(seq, size))
 
     def consistency_proof(self, old: int, new: int) -> list[bytes]:
         """RFC 9162 consistency proof from tree size ``old`` to ``new``."""
-        self._check_size(new)
         if not 0 < old <= new:
             raise InputError(f"a consistency proof needs 0 < old <= new, got {old} and {new}")
-        with self._read() as conn, conn.begin():
-            return self._store.range_hashes(self._store.raw_tx(conn), merkle.consistency_ranges(old, new))
+        return self._ranges(new, merkle.consistency_ranges(old, new))
 
-    def _check_size(self, size: int) -> None:
+    def _ranges(self, size: int, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
+        """Range hashes for a tree of ``size``, in three reads: tail, nodes, low leaves."""
         if size < 0:
             raise InputError(f"tree size {size} is negative")
         with self._read() as conn:
-            tail = self._store.tail(self._store.tx(conn))
-        have = 0 if tail is None else tail[0] + 1
-        if size > have:
-            raise InputError(f"tree size {size} is larger than the ledger ({have} entries)")
+            tx = self._store.raw_tx(conn)
+            tail = self._store.tail(tx)
+            have = 0 if tail is None else tail[0] + 1
+            if size > have:
+                raise InputError(f"tree size {size} is larger than the ledger ({have} entries)")
+            return self._store.range_hashes(tx, ranges)
 
     # -- reading ---------------------------------------------------------------
 
