@@ -10,11 +10,11 @@ B1  Container: a directory or a zip holding manifest.json, entries.jsonl and at 
 B2  Manifest: exactly its five members with the right types, format mlledger-bundle/v1,
     and the origin of a trusted key.
 B3  Checkpoints parse, are named by their tree size and name the trusted origin.
-B4  Chain: line i has the v1 envelope layout around an opaque payload, seq i, prev =
-    hex(leaf of line i-1), a real timestamp no earlier than the previous one; line 0 is
-    ledger.created for the trusted origin. Entry 0 and the key.* entries are parsed as
-    strict JSON for the key history (every entry with ``deep``). The Merkle root is folded
-    in the same pass, with the root at every checkpoint size. A broken chain is named
+B4  Chain: line i has the v1 envelope layout around an opaque payload (B4.1), its leaf hash
+    (B4.2), seq i (B4.3), prev = hex(leaf of line i-1) (B4.4), a real timestamp no earlier
+    than the previous one (B4.5); line 0 is ledger.created, and it and the key.* entries are
+    parsed as strict JSON for the key history (B4.6). The Merkle root is folded in the same
+    pass, with the root at every checkpoint size and remembered size. A broken chain is named
     (modified, deleted, inserted, reordered) by a second, slow look at the lines.
 B5  Signatures: each checkpoint is signed by a trusted key that the key history
     authorises for its size (FORMAT.md 9.3).
@@ -22,12 +22,15 @@ B6  Size: no trusted checkpoint is larger than the entries; one covers all of th
 B7  Roots: each checkpoint's root is the root of the entries it covers.
 B8  Witnesses: the covering checkpoint carries a quorum of trusted cosignatures.
 B9  Manifest agreement: its size and entries_sha256 match the entries.
+    Content: an authentic entry that no conforming writer writes (Deep: every entry is parsed
+    as strict JSON) is reported only now, once the entries are known to be the signed ones.
 B10 Remembered state: the log only grew since the last (size, root) verified under the
     same origin and trusted key; the state is rewritten atomically after a pass.
 
 Pure: the standard library, ``cryptography`` (through ledger.note), ledger.merkle,
 ledger.note, ledger.keyhistory and ledger.errors; no orjson, SQLAlchemy or pydantic. The
-only I/O is reading the bundle's members and the optional state file.
+only I/O is reading the bundle's members (entries.jsonl through one helper thread, which
+reads, inflates and hashes while the walk runs) and the optional state file.
 """
 
 from __future__ import annotations
@@ -39,10 +42,13 @@ import hashlib
 import json
 import math
 import os
+import queue
 import re
 import stat
 import tempfile
+import threading
 import zipfile
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -68,7 +74,8 @@ MAX_MANIFEST_BYTES: Final = 64 << 10
 MAX_CHECKPOINT_BYTES: Final = 64 << 10
 MAX_LINE_BYTES: Final = 16 << 20
 MAX_MEMBERS: Final = 100_000
-_CHUNK: Final = 8 << 20
+_PIECE: Final = 16 << 20  # read and hashed by a helper thread
+_BLOCK: Final = 256 << 10  # split into lines and walked at a time
 _NO_NODES: Final = 64  # Frontier.extend(min_level=...) above any level: keep no nodes
 _GENESIS_PREV: Final = b"0" * 64
 _ENVELOPE: Final = frozenset({"v", "seq", "prev", "ts", "kind", "actor", "subject", "payload"})
@@ -233,8 +240,11 @@ class _Members:
     def read(self, name: str, limit: int) -> bytes:
         if self.names[name] > limit:
             raise _Fail("not_a_bundle", None, f"{name} is larger than {limit} bytes")
-        with self.open(name) as fh:
-            data = fh.read(limit + 1)
+        try:
+            with self.open(name) as fh:
+                data = fh.read(limit + 1)
+        except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as exc:
+            raise _Fail("not_a_bundle", None, f"{name} cannot be read: {exc}") from None
         if len(data) > limit:
             raise _Fail("not_a_bundle", None, f"{name} is larger than {limit} bytes")
         return data
@@ -261,6 +271,8 @@ class _Dir(_Members):
             if stat.S_ISDIR(info.st_mode):
                 for item in sorted(os.listdir(root / sub)):
                     self._add(f"{sub}/{item}", optional=False)
+        if len(self.names) > MAX_MEMBERS:
+            raise _Fail("not_a_bundle", None, f"the bundle has over {MAX_MEMBERS} files")
 
     def _add(self, name: str, *, optional: bool = True) -> None:
         info = _lstat(self.root / name)
@@ -295,7 +307,7 @@ class _Zip(_Members):
             raise _Fail("not_a_bundle", None, f"the zip has {len(infos)} members, at most {MAX_MEMBERS}")
         seen: set[str] = set()
         for info in infos:
-            name = info.filename
+            name = info.orig_filename  # as stored: zipfile cuts .filename at a NUL
             # zip-slip and friends: the tree must be relative and unambiguous (FORMAT.md 8.5)
             if (not name or "\\" in name or "\x00" in name or name.startswith("/")
                     or re.match(r"[A-Za-z]:", name) or ".." in PurePosixPath(name).parts):
@@ -334,13 +346,48 @@ def _open(path: Path) -> _Members:
 
 
 def _chunks(members: _Members, digest: Any = None) -> Iterator[bytes]:
+    """entries.jsonl in blocks of _BLOCK bytes, small enough to stay in cache while walked.
+
+    A helper thread reads (inflates, checks the zip CRC) and hashes into ``digest`` in pieces
+    of _PIECE bytes: work that releases the GIL, so it overlaps the walk of earlier blocks.
+    """
+    pieces: queue.Queue[bytes | BaseException] = queue.Queue(maxsize=2)
+    stop = threading.Event()
+
+    def put(item: bytes | BaseException) -> None:
+        while not stop.is_set():
+            try:
+                pieces.put(item, timeout=0.05)
+                return
+            except queue.Full:
+                continue
+
+    def read(fh: IO[bytes]) -> None:
+        try:
+            while not stop.is_set():
+                piece = fh.read(_PIECE)
+                if piece and digest is not None:
+                    digest.update(piece)
+                put(piece)
+                if not piece:
+                    return
+        except BaseException as exc:  # raised again in the caller's thread, below
+            put(exc)
+
     try:
         with members.open("entries.jsonl") as fh:
-            while buf := fh.read(_CHUNK):
-                if digest is not None:
-                    digest.update(buf)
-                yield buf
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+            reader = threading.Thread(target=read, args=(fh,), name="bundle-reader", daemon=True)
+            reader.start()
+            try:
+                while piece := pieces.get():
+                    if isinstance(piece, BaseException):
+                        raise piece
+                    for at in range(0, len(piece), _BLOCK):
+                        yield piece[at : at + _BLOCK]
+            finally:
+                stop.set()
+                reader.join()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, zlib.error) as exc:
         raise _Fail("not_a_bundle", None, f"entries.jsonl cannot be read: {exc}") from None
 
 
@@ -388,7 +435,8 @@ class _Walk:
         self._last_ts = b""
 
     def feed(self, lines: list[bytes]) -> None:
-        head, tail, sha, hexlify, mark = _HEAD.match, _TAIL.fullmatch, hashlib.sha256, binascii.hexlify, _TAIL_MARK
+        head, tail, mark = _HEAD.match, _TAIL.fullmatch, _TAIL_MARK
+        sha, hexlify = hashlib.sha256, binascii.hexlify
         start, prev, last, deep = self.size, self._prev, self._last_ts, self.deep
         if start == 0 and head(lines[0]) is not None:
             raise _Break(0)  # entry 0 must be ledger.created, which _HEAD leaves to the slow path
@@ -398,7 +446,8 @@ class _Walk:
             # entry 0 and the key.* entries, which _HEAD does not match, take the slow path
             h = head(line)
             p = line.rfind(mark)
-            if h is None or not line.startswith(prev, p + 10) or (m := tail(line, p + 74)) is None or m[1] != seq:
+            if (h is None or not line.startswith(prev, p + 10)
+                    or (m := tail(line, p + 74)) is None or m[1] != seq):
                 ts = self._slow(line, int(seq), prev)
             else:
                 ts = m[2]
@@ -418,6 +467,8 @@ class _Walk:
 
     def _slow(self, line: bytes, seq: int, prev: bytes) -> bytes:
         """The checks of ``feed`` for a line _HEAD does not match: ledger.created, key.*, or bad."""
+        # (B4.1, B4.3, B4.4) as in feed; (B4.6) entry 0 is ledger.created, and it and the
+        # key.* entries are kept for the key history
         f = _fields(line)
         if f is None or f.prev != prev or f.seq != seq or f.kind not in _SPECIAL:
             raise _Break(seq)
@@ -440,7 +491,7 @@ class _Walk:
             self.invalid = (seq, message)
 
     def _fold(self, leaves: list[bytes]) -> None:
-        """(B4.7) Extend the tree, stopping at each wanted size to take its root."""
+        """(B4, roots) Extend the tree, stopping at each wanted size to take its root."""
         start, end, at = self.size, self.size + len(leaves), 0
         while self.wanted and self.wanted[0] <= end:
             n = self.wanted.pop(0)
@@ -504,9 +555,11 @@ def _classify(members: _Members, k: int, signed: int | None) -> _Fail:
     assert here is not None
     more = signed is not None and count > signed
     fewer = signed is not None and count < signed
-    if not here or here.endswith(b"\r"):
-        what = "empty" if not here else "ends in CR (CR LF line endings)"
-        return _Fail("not_a_bundle", k, f"line {k} of entries.jsonl is {what}; lines are entries and LF")
+    if not here:
+        return _Fail("not_a_bundle", k, f"line {k} of entries.jsonl is empty; it holds one entry per line")
+    if k == 0 and here.endswith(b"\r"):
+        return _Fail("not_a_bundle", 0, "entries.jsonl has CR LF line endings; a bundle's lines end in LF "
+                     "(was it copied in text mode?)")
     f = _fields(here)
     if f is None:
         problem = _layout_problem(here)
@@ -519,6 +572,9 @@ def _classify(members: _Members, k: int, signed: int | None) -> _Fail:
     if f.seq != k:
         if linked:
             return _Fail("modified_entry", k, f"entry {k} was modified: it says seq {f.seq}")
+        if f.seq > k and later is not None and more:
+            return _Fail("inserted_entry", k, f"line {k} holds entry {f.seq} ahead of its place, and the "
+                         f"bundle has {count} lines where the log signed {signed}: it was inserted")
         if f.seq > k and later is not None:
             return _Fail("reordered_entries", k, f"line {k} holds entry {f.seq}, and entry {k} is on "
                          f"line {later}: the entries are out of order")
@@ -859,7 +915,7 @@ def _verify(
         raise _Fail("manifest_mismatch", None, f"manifest entries_sha256 {manifest.entries_sha256} is not "
                     f"the SHA-256 of entries.jsonl ({digest.hexdigest()})")
 
-    # Deep and content checks: authentic entries that a conforming writer never produces
+    # Content (and Deep): authentic entries that a conforming writer never produces
     if walk.invalid is not None:
         raise _Fail("invalid_entry", *walk.invalid)
 

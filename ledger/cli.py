@@ -144,7 +144,7 @@ _BUILTIN: dict[str, str] = {
     "verify-proof": "ledger._cli_log:verify_proof",
     "witness": "ledger._cli_witness:witness",
     "export": "ledger._cli_bundle:export",
-    "verify-bundle": "ledger._cli_bundle:verify_bundle",
+    "verify-bundle": "ledger._cli_bundle:verify_bundle_cmd",
 }
 
 

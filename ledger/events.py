@@ -61,19 +61,43 @@ def register(kind: str) -> Callable[[_P], _P]:
     return deco
 
 
+_PLUGINS_LOADED = False
+
+
+def _load_plugins() -> None:
+    """Import the modules named in the ``mlledger.kinds`` entry points (they register kinds).
+
+    A plugin that fails to import is an error naming it, never a warning (fail closed).
+    """
+    global _PLUGINS_LOADED
+    if _PLUGINS_LOADED:
+        return
+    from importlib.metadata import entry_points
+
+    _PLUGINS_LOADED = True
+    for ep in entry_points(group="mlledger.kinds"):
+        try:
+            ep.load()
+        except Exception as exc:
+            _PLUGINS_LOADED = False
+            raise InputError(f"event-kind plugin {ep.name!r} ({ep.value}) failed to load: {exc}") from None
+
+
 def kinds() -> list[str]:
-    """Every registered kind, sorted."""
+    """Every registered kind, sorted (including those of installed plugins)."""
+    _load_plugins()
     return sorted(_REGISTRY)
 
 
 def payload_model(kind: str) -> type[Payload]:
     """The payload model of ``kind``; ``InputError`` for an unknown kind."""
-    try:
-        return _REGISTRY[kind]
-    except KeyError:
-        raise InputError(
-            f"kind: unknown event kind {kind!r}; known kinds: {', '.join(kinds())}"
-        ) from None
+    model = _REGISTRY.get(kind)
+    if model is None:
+        _load_plugins()
+        model = _REGISTRY.get(kind)
+    if model is None:
+        raise InputError(f"kind: unknown event kind {kind!r}; known kinds: {', '.join(kinds())}")
+    return model
 
 
 def describe_validation_error(exc: ValidationError, where: str) -> str:

@@ -41,6 +41,7 @@ __all__ = ["export_bundle"]
 
 _ZIP_TIME: Final = (1980, 1, 1, 0, 0, 0)
 _CHUNK: Final = 10_000
+_NO_NODES: Final = 64  # Frontier.extend(min_level=...) above any level: keep no nodes
 
 
 def export_bundle(
@@ -82,7 +83,7 @@ def _checkpoints(ledger: Ledger, size: int | None) -> dict[int, StoredCheckpoint
         del by_size[n]
     if not by_size:
         raise InputError("the ledger has no usable signed checkpoint to export against; sign one with "
-                         "'mlledger checkpoint sign' (or export from a directory holding keys/log.pem)")
+                         "'mlledger checkpoint'")
     if size is None:
         size = max(by_size)
     elif size not in by_size:
@@ -122,9 +123,10 @@ def _write_entries(
         buf.append(entry.raw)
         leaves.append(merkle.leaf_hash(entry.raw))
         expected += 1
-        if expected == wanted[0]:
-            frontier.extend(leaves, min_level=64)
+        if expected == wanted[0] or len(buf) >= _CHUNK:
+            frontier.extend(leaves, min_level=_NO_NODES)
             leaves = []
+        if expected == wanted[0]:
             n = wanted.pop(0)
             if frontier.root() != checkpoints[n].root:
                 raise IntegrityError(f"the first {n} entries do not hash to the root of checkpoint {n}; "

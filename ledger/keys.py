@@ -60,9 +60,14 @@ def save_signer(signer: Signer, directory: Path, stem: str) -> tuple[Path, bool]
 def load_verifier(path: Path) -> Verifier:
     """Read a ``.vkey`` file."""
     try:
-        text = path.read_text(encoding="utf-8").strip()
+        with path.open("rb") as fh:
+            raw = fh.read(4096)
     except OSError as exc:
         raise InputError(f"cannot read verifier key {path}: {exc.strerror}") from None
+    if b"PRIVATE KEY" in raw:
+        raise InputError(f"{path} is a private key, not a .vkey: give the public .vkey file "
+                         "(and keep the private key secret)")
+    text = raw.decode("utf-8", "replace").strip()
     try:
         return Verifier.parse(text)
     except InputError as exc:

@@ -161,12 +161,15 @@ class Verifier:
 
     @classmethod
     def parse(cls, vkey: str) -> Verifier:
+        # Never quote the input: a private key passed by mistake must not reach a log.
         parts = vkey.split("+", 2)
-        if len(parts) != 3:
-            raise InputError(f"vkey {vkey!r}: expected <name>+<8 hex key id>+<base64 key>")
+        if len(parts) != 3 or any(c.isspace() for c in vkey) or len(vkey) > 600:
+            raise InputError(
+                "not a vkey (verifier key): expected <name>+<8 hex key id>+<base64 key> on one line"
+            )
         name, hex_id, b64 = parts
         if not re.fullmatch(r"[0-9a-f]{8}", hex_id):
-            raise InputError(f"vkey {name!r}: key id {hex_id!r} is not 8 lowercase hex digits")
+            raise InputError(f"vkey {name!r}: the key id is not 8 lowercase hex digits")
         raw = _unb64(b64, f"vkey {name!r}")
         if len(raw) != 33:
             raise InputError(f"vkey {name!r}: key is {len(raw)} bytes, expected 33 (type + key)")
