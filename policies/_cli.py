@@ -319,9 +319,9 @@ def evidence_fairness(obj: Context, model_ref: str, data_ref: str, sensitive: st
         m, ds = ws.model(model_ref), ws.dataset(data_ref)
         frame = ws.load_frame(ds)
         y_pred, y_score = _predict(ws, m, frame, ds)
-        result = fairness_report(_labels(frame, ds), y_pred, sensitive_features=_sensitive(frame, ds, sensitive),
-                                 y_score=y_score, min_group_size=min_group_size,
-                                 intersections=not no_intersections)
+        result = fairness_report(_labels(frame, ds), y_pred,
+                                 sensitive_features=_sensitive(frame, ds, sensitive), y_score=y_score,
+                                 min_group_size=min_group_size, intersections=not no_intersections)
         seq, digest = _record(ws, result, type_="fairness", model=m, dataset=ds.sha256, reference=None,
                               actor=_actor(actor))
     _emit(fmt, "fairness", seq, digest, result.summary())
@@ -419,7 +419,8 @@ def evidence_list(obj: Context, model_ref: str | None, fmt: str) -> None:
             if fmt == "json":
                 echo_json({"seq": e.seq, "ts": e.ts, **p})
             else:
-                click.echo(f"{e.seq:>6}  {e.ts}  {p['type']:<15} {e.subject}  artifact {p['artifact_sha256'][:16]}")
+                click.echo(f"{e.seq:>6}  {e.ts}  {p['type']:<15} {e.subject}  "
+                           f"artifact {p['artifact_sha256'][:16]}")
 
 
 @evidence.command(name="show")
