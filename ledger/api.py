@@ -69,8 +69,13 @@ class Entry:
         return value
 
     def event(self) -> Event:
-        """Re-validate the stored payload against its kind's model."""
-        d = self.data
+        """Re-validate the stored payload against its kind's model (duplicate names refused)."""
+        from ledger.bundle import strict_json
+
+        try:
+            d = strict_json(self.raw)
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise IntegrityError(f"entry {self.seq} is not strict JSON: {exc}") from None
         model = payload_model(d["kind"])
         try:
             payload = model.model_validate(d["payload"])
@@ -228,6 +233,15 @@ class Ledger:
         return group.receipts
 
     def _commit(self, batch: list[_Group]) -> None:
+        self._commit_together(batch)
+        if len(batch) > 1 and all(isinstance(g.error, InputError) for g in batch):
+            # One caller's event was refused (e.g. a key event): retry each group alone so the
+            # others are not failed by it.
+            for g in batch:
+                g.done, g.error = False, None
+                self._commit_together([g])
+
+    def _commit_together(self, batch: list[_Group]) -> None:
         flat = [p for g in batch for p in g.prefixes]
         error: BaseException | None = None
         receipts: list[Receipt] = []

@@ -80,6 +80,21 @@ class KeyAdded(Payload):
     verifier_key: VKey
     purpose: Literal["checkpoint", "witness"]
 
+    @model_validator(mode="after")
+    def _key_type_fits_purpose(self) -> Self:
+        from ledger.errors import InputError
+        from ledger.note import Verifier
+
+        try:
+            key = Verifier.parse(self.verifier_key)
+        except InputError as exc:
+            raise ValueError(str(exc)) from None
+        want = "cosignature" if self.purpose == "witness" else "ed25519"
+        if key.kind != want:
+            raise ValueError(f"a {self.purpose} key must be a {want} key (vkey type "
+                             f"{'0x04' if want == 'cosignature' else '0x01'}), not {key.kind}")
+        return self
+
 
 @register("key.rotated")
 class KeyRotated(Payload):

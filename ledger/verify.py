@@ -178,6 +178,11 @@ class ChainVerifier:
                 raise _Bad(seq, f"ts {ts.decode()} is earlier than the previous entry's {last_ts.decode()}")
             # (6) strings in canonical encoding (only escapes can differ)
             actor_json, subject_json = head[1], tail[3]
+            try:
+                actor_json.decode()
+                subject_json.decode()
+            except UnicodeDecodeError:
+                raise _Bad(seq, "actor or subject is not valid UTF-8") from None
             if b"\\" in actor_json and _reencoded(actor_json) != actor_json:
                 raise _Bad(seq, "actor is not in canonical JSON string form")
             if subject_json == b"null":

@@ -33,7 +33,7 @@ from tests.helpers import dataset_event, policy_event
 
 ORIGIN = "example.com/t"
 #: A valid verifier key for ``key.added`` payloads (deterministic, never a real secret).
-OTHER_VKEY = Signer.from_seed("example.com/witness", bytes(range(32, 64))).verifier_key
+OTHER_VKEY = Signer.from_seed("example.com/witness", bytes(range(32, 64)), cosignature=True).verifier_key
 PUBKEY_B64 = base64.b64encode(bytes(range(32))).decode()
 
 ENV_VARS = ("MLLEDGER_URL", "MLLEDGER_HOME", "MLLEDGER_KEY_PASSPHRASE", "MLLEDGER_ACTOR", "CI")

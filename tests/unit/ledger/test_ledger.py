@@ -216,3 +216,66 @@ def test_database_triggers_refuse_update_and_delete(ledger: Ledger, sql: str) ->
         db.execute("INSERT INTO nodes VALUES (99, 0, zeroblob(32))")
         db.execute("INSERT INTO checkpoints VALUES (1, 1, zeroblob(32), x'00', 0)")
         db.execute(sql)
+
+
+def test_invalid_utf8_in_a_stored_subject_is_a_failure_not_a_crash(ledger: Ledger) -> None:
+    import hashlib
+
+    from tests.tamper import Tamperer
+
+    ledger.append(policy_event(1))
+    tam = Tamperer(ledger.url)
+    try:
+        raw = bytes(tam.rows()[1].entry).replace(b'"subject":"policy:p1"', b'"subject":"policy:\xff1"')
+        tam.execute("UPDATE entries SET entry = :e, leaf_hash = :l WHERE seq = 1",
+                    e=raw, l=hashlib.sha256(b"\x00" + raw).digest())
+    finally:
+        tam.close()
+    result = ledger.verify()
+    assert not result.ok and result.bad_seq == 1 and "UTF-8" in (result.reason or "")
+
+
+def test_deep_verify_refuses_a_duplicate_name_inside_a_payload(ledger: Ledger) -> None:
+    import hashlib
+
+    from tests.tamper import Tamperer
+
+    ledger.append(policy_event(1))
+    tam = Tamperer(ledger.url)
+    try:
+        raw = bytes(tam.rows()[1].entry).replace(b'"payload":{', b'"payload":{"name":"evil",', 1)
+        tam.execute("UPDATE entries SET entry = :e, leaf_hash = :l WHERE seq = 1",
+                    e=raw, l=hashlib.sha256(b"\x00" + raw).digest())
+    finally:
+        tam.close()
+    assert ledger.verify().ok  # the chain itself is intact: this entry is the tail
+    deep = ledger.verify(deep=True)
+    assert not deep.ok and deep.bad_seq == 1 and "duplicate member 'name'" in (deep.reason or "")
+
+
+def test_a_witness_key_must_be_a_cosignature_key() -> None:
+    from ledger.kinds import KeyAdded
+
+    with pytest.raises(ValueError, match="a witness key must be a cosignature key"):
+        KeyAdded(verifier_key=TEST_SIGNER.verifier_key, purpose="witness")
+
+
+def test_a_refused_event_does_not_fail_other_callers_in_the_same_group_commit(ledger: Ledger) -> None:
+    """Groups queued together are retried alone when one of them is refused."""
+    from ledger._store import Receipt
+    from ledger.api import _Group
+    from ledger.events import Event
+    from ledger.keyhistory import sign_rotation
+    from ledger.kinds import KeyRotated
+    from ledger.note import Signer
+
+    other = Signer.from_seed(ORIGIN, bytes(range(5, 37)))
+    forged = Event(KeyRotated(old_key=TEST_SIGNER.verifier_key, new_key=other.verifier_key,
+                              old_key_signature=sign_rotation(ORIGIN, other, other.verifier_key)),
+                   actor="mallory")
+    good, bad = _Group([policy_event(1).prepare()]), _Group([forged.prepare()])
+    with ledger._mutex:
+        ledger._commit([good, bad])
+    assert isinstance(bad.error, InputError)
+    assert good.error is None and [type(r) for r in good.receipts] == [Receipt]
+    assert ledger.head().size == 2 and ledger.verify().ok
