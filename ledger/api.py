@@ -70,7 +70,7 @@ class Entry:
 
     def event(self) -> Event:
         """Re-validate the stored payload against its kind's model (duplicate names refused)."""
-        from ledger.bundle import strict_json
+        from ledger._bundle_io import strict_json
 
         try:
             d = strict_json(self.raw)
