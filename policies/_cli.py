@@ -254,10 +254,12 @@ def _record(ws: Workspace, result: Any, *, type_: str, model: RegisteredModel | 
 
     full = result.to_json()
     digest = ws.store_result(full)
+    # The reference implementations these numbers are cross-checked against (tests pin them).
+    libraries = {**result.libraries, **_versions("fairlearn", "aif360", "sklearn", "scipy")}
     payload = EvidenceRecorded(
         type=type_, model_sha256=model.artifact_sha256 if model else None,  # type: ignore[arg-type]
         dataset_sha256=dataset, reference_sha256=reference, values=result.summary(),
-        artifact_sha256=digest, tool=result.tool, libraries=result.libraries, config=result.config,
+        artifact_sha256=digest, tool=result.tool, libraries=libraries, config=result.config,
         seed=seed)
     subject = f"model:{model.ref}" if model else f"dataset:sha256:{dataset}"
     r = ws.ledger.append(Event(payload, actor=actor, subject=subject))

@@ -116,7 +116,7 @@ class Workspace:
 
     def load_frame(self, ds: RegisteredDataset) -> Any:
         """The dataset as a pandas DataFrame (bounded by MAX_EVIDENCE_BYTES)."""
-        import pandas as pd
+        import pandas as pd  # type: ignore[import-untyped]
 
         size = ds.path.stat().st_size
         if size > MAX_EVIDENCE_BYTES:
@@ -160,7 +160,7 @@ class Workspace:
 
     def load_model(self, model: RegisteredModel) -> Any:
         """Load the skops artifact, trusting only the types skops trusts by default."""
-        import skops.io as sio
+        import skops.io as sio  # type: ignore[import-untyped]
 
         data = self.artifacts.get(model.artifact_sha256)
         untrusted = sio.get_untrusted_types(data=data)
