@@ -108,11 +108,11 @@ def _validation_event(path: Path, kind: str, digest: str, schema_path: Path, act
     raw = schema_path.read_bytes()
     result = validate_dataset(path, schema, fmt=kind)  # type: ignore[arg-type]
     checks = [ValidationCheck(check=c.check, column=c.column, passed=c.passed,
-                              failure_count=c.failure_count, example_rows=list(c.example_rows)[:5])
+                              failure_count=c.failure_count, example_rows=list(c.examples)[:5])
               for c in result.checks]
     payload = DatasetValidated(dataset_sha256=digest, schema_sha256=hashlib.sha256(raw).hexdigest(),
                                passed=result.passed, checks=checks, tool="mlledger.data.validate",
-                               libraries=result.libraries)
+                               libraries=_versions("pandera", "pandas", "pyarrow"))
     return Event(payload, actor=actor, subject=f"dataset:sha256:{digest}"), raw, result.passed
 
 
