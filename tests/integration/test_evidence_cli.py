@@ -129,7 +129,9 @@ def test_a_pickle_is_refused_as_a_model(env: dict[str, Path], tmp_path: Path) ->
     assert result.exit_code == 2 and "pickle and joblib files are refused" in result.stderr
 
 
-def test_drift_between_datasets_with_different_columns_is_refused(env: dict[str, Path], tmp_path: Path) -> None:
+def test_drift_between_datasets_with_different_columns_is_refused(
+    env: dict[str, Path], tmp_path: Path
+) -> None:
     setup(env)
     other = tmp_path / "other.csv"
     applicants(500, 5).drop(columns=["debt"]).to_csv(other, index=False)
