@@ -35,7 +35,7 @@ from ledger.note import Checkpoint, Signer, Verifier, add_signatures, sign_check
 from ledger.schema import SCHEMA_VERSION, entries, nodes
 from ledger.verify import ChainVerifier, VerifyResult
 
-__all__ = ["Entry", "Ledger"]
+__all__ = ["Entry", "Head", "Ledger", "Receipt"]
 
 SOFTWARE = "mlledger 0.1.0"
 #: Kinds no caller may append (the ledger writes them itself).

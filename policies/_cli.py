@@ -210,18 +210,7 @@ def model_register(obj: Context, file: Path, name: str, features: str, target: s
         click.echo(f"registered model {name}@{version} artifact sha256 {digest} at seq {r.seq}")
 
 
-def _versions(*names: str) -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    dist = {"sklearn": "scikit-learn"}
-    out = {}
-    for n in names:
-        try:
-            out[n] = version(dist.get(n, n))
-        except PackageNotFoundError:
-            continue
-    return out
-
+from policies._workspace import versions as _versions  # noqa: E402
 
 # -- evidence ------------------------------------------------------------------------
 
@@ -250,19 +239,8 @@ def _predict(ws: Workspace, m: RegisteredModel, frame: Any, ds: RegisteredDatase
 
 def _record(ws: Workspace, result: Any, *, type_: str, model: RegisteredModel | None, dataset: str,
             reference: str | None, actor: str, seed: int | None = None) -> tuple[int, str]:
-    from policies.kinds import EvidenceRecorded
-
-    full = result.to_json()
-    digest = ws.store_result(full)
-    # The reference implementations these numbers are cross-checked against (tests pin them).
-    libraries = {**result.libraries, **_versions("fairlearn", "aif360", "sklearn", "scipy")}
-    payload = EvidenceRecorded(
-        type=type_, model_sha256=model.artifact_sha256 if model else None,  # type: ignore[arg-type]
-        dataset_sha256=dataset, reference_sha256=reference, values=result.summary(),
-        artifact_sha256=digest, tool=result.tool, libraries=libraries, config=result.config,
-        seed=seed)
-    subject = f"model:{model.ref}" if model else f"dataset:sha256:{dataset}"
-    r = ws.ledger.append(Event(payload, actor=actor, subject=subject))
+    r, digest = ws.record_evidence(result, type_=type_, model=model, dataset_sha256=dataset,
+                                   reference_sha256=reference, actor=actor, seed=seed)
     return r.seq, digest
 
 

@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-from ledger.api import Entry, Ledger
+from ledger.api import Entry, Ledger, Receipt
 from ledger.artifacts import ArtifactStore
 from ledger.canonical import encode
 from ledger.errors import InputError, IntegrityError
+from ledger.events import Event
 
 __all__ = ["MAX_EVIDENCE_BYTES", "RegisteredDataset", "RegisteredModel", "Workspace"]
 
@@ -176,3 +177,39 @@ class Workspace:
     def store_result(self, full: dict[str, Any]) -> str:
         """Store a full evidence result as canonical JSON; returns its SHA-256."""
         return self.artifacts.put(encode(full, where="evidence"))
+
+    def record_evidence(
+        self, result: Any, *, type_: str, model: RegisteredModel | None, dataset_sha256: str,
+        reference_sha256: str | None = None, actor: str, seed: int | None = None,
+    ) -> tuple[Receipt, str]:
+        """Store ``result.to_json()`` as an artifact and append its ``evidence.recorded`` entry.
+
+        The entry is bound to the model artifact hash and the dataset hash, carries
+        ``result.summary()`` as its values, and names the tool, library versions,
+        config and seed so the evidence can be recomputed.
+        """
+        from policies.kinds import EvidenceRecorded
+
+        digest = self.store_result(result.to_json())
+        # The reference implementations these numbers are cross-checked against (tests pin them).
+        libraries = {**result.libraries, **versions("fairlearn", "aif360", "sklearn", "scipy")}
+        payload = EvidenceRecorded(
+            type=type_, model_sha256=model.artifact_sha256 if model else None,  # type: ignore[arg-type]
+            dataset_sha256=dataset_sha256, reference_sha256=reference_sha256, values=result.summary(),
+            artifact_sha256=digest, tool=result.tool, libraries=libraries, config=result.config, seed=seed)
+        subject = f"model:{model.ref}" if model else f"dataset:sha256:{dataset_sha256}"
+        return self.ledger.append(Event(payload, actor=actor, subject=subject)), digest
+
+
+def versions(*names: str) -> dict[str, str]:
+    """Installed versions of the named libraries (import names), skipping absent ones."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    dist = {"sklearn": "scikit-learn"}
+    out = {}
+    for n in names:
+        try:
+            out[n] = version(dist.get(n, n))
+        except PackageNotFoundError:
+            continue
+    return out
