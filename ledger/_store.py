@@ -470,14 +470,25 @@ class Sequencer:
         return receipts
 
     def _check_key_events(self, tx: Tx, batch: Sequence[EntryPrefix], size: int) -> None:
-        """Key events must make sense against the key history as of their seq."""
-        history = self.store.key_history(tx)
+        """Key events must make sense against the key history as of their seq; checked
+        kinds (``ledger.events.register_check``) must pass their check."""
+        from ledger.events import check_for
+        from ledger.view import LedgerView
+
+        history = None
         for seq, pre in enumerate(batch, start=size):
-            if pre.payload is not None:
+            if pre.payload is None:
+                continue
+            if pre.kind.startswith("key."):
+                history = history or self.store.key_history(tx)
                 try:
                     history.apply(seq, pre.kind, pre.payload)
                 except IntegrityError as exc:
                     raise InputError(f"{pre.kind}: refused: {exc}") from None
+                continue
+            check = check_for(pre.kind)
+            if check is not None:
+                check(LedgerView(self.store, tx, size), seq, pre.actor, pre.payload)
 
     def committed(self) -> None:
         """Call after the transaction of the last ``write`` committed."""

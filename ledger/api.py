@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import threading
+from contextlib import contextmanager
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ from ledger.kinds import LedgerCreated
 from ledger.note import Checkpoint, Signer, Verifier, add_signatures, sign_checkpoint, verify_cosignatures
 from ledger.schema import SCHEMA_VERSION, entries, nodes
 from ledger.verify import ChainVerifier, VerifyResult
+from ledger.view import LedgerView
 
 __all__ = ["Entry", "Head", "Ledger", "Receipt"]
 
@@ -521,6 +523,14 @@ class Ledger:
         if failure is not None:
             return VerifyResult(False, failure[0], None, failure[0], failure[1], last_ts or None)
         return VerifyResult(True, verified, root, last_ts=last_ts)
+
+    @contextmanager
+    def view(self) -> Iterator[LedgerView]:
+        """A read-only LedgerView (the same interface checks get while sequencing)."""
+        with self._read() as conn:
+            tx = self._store.raw_tx(conn)
+            tail = self._store.tail(tx)
+            yield LedgerView(self._store, tx, 0 if tail is None else tail[0] + 1)
 
     def head_size(self) -> int:
         """The number of entries (cheaper than ``head()``, which also computes the root)."""

@@ -183,15 +183,16 @@ class EntryPrefix:
     Built outside the write lock; ``entry_bytes`` completes it under the lock.
     """
 
-    __slots__ = ("data", "kind", "payload", "subject", "subject_json")
+    __slots__ = ("actor", "data", "kind", "payload", "subject", "subject_json")
 
     def __init__(self, data: bytes, kind: str, subject: str | None, subject_json: bytes) -> None:
         self.data = data
         self.kind = kind
         self.subject = subject
         self.subject_json = subject_json
-        #: Set for kinds the sequencer must check against ledger state (key events).
+        #: Set for kinds the sequencer must check against ledger state (key events, checked kinds).
         self.payload: dict[str, Any] | None = None
+        self.actor: str | None = None
 
 
 def _name(value: str | None, field: str) -> bytes:

@@ -26,7 +26,9 @@ __all__ = [
     "describe_validation_error",
     "kinds",
     "payload_model",
+    "check_for",
     "register",
+    "register_check",
 ]
 
 KIND_PATTERN: Final = r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$"
@@ -59,6 +61,31 @@ def register(kind: str) -> Callable[[_P], _P]:
         return cls
 
     return deco
+
+
+#: Kinds whose entries are checked against the ledger inside the sequencing transaction
+#: (before anything is written). ``check(view, seq, actor, payload)`` raises ``InputError``.
+_CHECKS: dict[str, Callable[..., None]] = {}
+
+
+def register_check(kind: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Decorator: run ``fn(view, seq, actor, payload)`` before an entry of ``kind`` is written.
+
+    ``view`` is a ``ledger.view.LedgerView`` of the committed ledger in the same
+    transaction. A check that raises refuses the whole append; nothing is written.
+    """
+
+    def deco(fn: Callable[..., None]) -> Callable[..., None]:
+        if kind in _CHECKS:
+            raise ValueError(f"kind {kind!r} already has a check")
+        _CHECKS[kind] = fn
+        return fn
+
+    return deco
+
+
+def check_for(kind: str) -> Callable[..., None] | None:
+    return _CHECKS.get(kind)
 
 
 _PLUGINS_LOADED = False
@@ -184,8 +211,9 @@ class Event:
         """Encode everything but the sequencing fields (done outside the write lock)."""
         body = self.payload.model_dump(mode="json")
         pre = prefix(self.kind, self.actor, self.subject, encode(body, where="payload", owned=True))
-        if self.kind.startswith("key."):
+        if self.kind.startswith("key.") or self.kind in _CHECKS:
             pre.payload = self.payload.model_dump(mode="json")
+            pre.actor = self.actor
         return pre
 
     def __repr__(self) -> str:

@@ -1,0 +1,57 @@
+"""A read-only view of the committed ledger for checks that run while sequencing.
+
+Checks registered with ``ledger.events.register_check`` receive one. It reads through
+the sequencing transaction (so it sees exactly the entries the new ones will follow)
+and decodes entries with orjson. Entries of the batch being written are not visible.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+if TYPE_CHECKING:
+    from ledger._store import Store, Tx
+
+__all__ = ["LedgerView", "ViewEntry"]
+
+
+@dataclass(frozen=True, slots=True)
+class ViewEntry:
+    seq: int
+    kind: str
+    actor: str
+    subject: str | None
+    ts: str
+    leaf_hash: bytes
+    payload: dict[str, Any]
+
+
+class LedgerView:
+    def __init__(self, store: Store, tx: Tx, size: int) -> None:
+        self._store, self._tx, self.size = store, tx, size
+
+    def _entry(self, row: Any) -> ViewEntry:
+        seq, leaf, raw = row
+        d = orjson.loads(bytes(raw))
+        return ViewEntry(seq, d["kind"], d["actor"], d["subject"], d["ts"], bytes(leaf), d["payload"])
+
+    def get(self, seq: int) -> ViewEntry | None:
+        rows = self._tx.rows(self._tx.sql("SELECT seq, leaf_hash, entry FROM entries WHERE seq = {p}"), (seq,))
+        return self._entry(rows[0]) if rows else None
+
+    def of_kind(self, *kinds: str, subject: str | None = None) -> list[ViewEntry]:
+        """Entries of these kinds (optionally about ``subject``), in seq order."""
+        marks = ",".join(["{p}"] * len(kinds))
+        sql = f"SELECT seq, leaf_hash, entry FROM entries WHERE kind IN ({marks})"  # noqa: S608
+        params: list[Any] = list(kinds)
+        if subject is not None:
+            sql += " AND subject = {p}"
+            params.append(subject)
+        return [self._entry(r) for r in self._tx.rows(self._tx.sql(sql + " ORDER BY seq"), params)]
+
+    def origin(self) -> str:
+        genesis = self.get(0)
+        return "" if genesis is None else str(genesis.payload["origin"])
