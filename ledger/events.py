@@ -102,6 +102,8 @@ def _load_plugins() -> None:
     from importlib.metadata import entry_points
 
     _PLUGINS_LOADED = True
+    import ledger.kinds  # noqa: F401  (the core kinds)
+
     for ep in entry_points(group="mlledger.kinds"):
         try:
             ep.load()

@@ -1,4 +1,4 @@
-"""Payload models of the data, model and evidence kinds (DESIGN.md section 3).
+"""Payload models of the data, model, evidence and governance kinds (DESIGN.md section 3).
 
 ``dataset.validated``, ``model.registered`` and ``evidence.recorded``. They are
 registered through the ``mlledger.kinds`` entry point, so a ledger reader that
@@ -86,3 +86,85 @@ class EvidenceRecorded(Payload):
     libraries: dict[str, Short]
     config: dict[str, JsonValue]
     seed: int | None = None
+
+
+RuleOutcome = Literal["pass", "fail", "missing_evidence", "needs_approval"]
+Decision = Literal["allow", "deny", "needs_approval"]
+B64Signature = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9+/]{86}==$")]
+Ts = Annotated[str, StringConstraints(pattern=r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")]
+Stage = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_-]{0,63}$")]
+
+
+class RuleRecord(Payload):
+    """One rule's result as recorded in gate.evaluated."""
+
+    rule_id: Short
+    kind: Short
+    outcome: RuleOutcome
+    measured: JsonValue = None
+    threshold: JsonValue = None
+    reason: Annotated[str, StringConstraints(min_length=1, max_length=4096)]
+    source: Annotated[str, StringConstraints(min_length=1, max_length=1024)]
+    evidence: list[int] = Field(default_factory=list)
+
+
+@register("gate.evaluated")
+class GateEvaluated(Payload):
+    """A policy gate's decision for one model version and stage (DESIGN.md section 6)."""
+
+    model: Identifier  # NAME@VERSION
+    artifact_sha256: Sha256Hex
+    stage: Stage
+    policy_name: Identifier
+    policy_sha256: Sha256Hex
+    policy_seq: int | None = None
+    decision: Decision
+    rules: Annotated[list[RuleRecord], Field(min_length=1)]
+    evidence: list[int] = Field(default_factory=list)
+
+
+class ApprovalSignature(Payload):
+    """A person's Ed25519 signature over an approval message (``policies._approvals``)."""
+
+    signer: Identifier
+    meaning: Literal["approval", "review"]
+    signed_at: Ts
+    signature: B64Signature
+
+
+@register("approval.signed")
+class ApprovalSigned(Payload):
+    """An electronic signature on a gate decision: printed name, time, meaning (21 CFR 11.50/11.70)."""
+
+    decision_seq: Annotated[int, Field(ge=0)]
+    decision_leaf_hash: Sha256Hex
+    signer: Identifier
+    meaning: Literal["approval", "review"]
+    signed_at: Ts
+    signature: B64Signature
+
+
+@register("waiver.granted")
+class WaiverGranted(Payload):
+    """Break-glass: promotion despite a denying gate, with a justification and two approvers."""
+
+    decision_seq: Annotated[int, Field(ge=0)]
+    decision_leaf_hash: Sha256Hex
+    justification: Annotated[str, StringConstraints(min_length=20, max_length=4096)]
+    approvals: Annotated[list[ApprovalSignature], Field(min_length=2)]
+
+
+@register("model.promoted")
+class ModelPromoted(Payload):
+    """A model version enters a stage, justified by an allowing gate (or a waiver)."""
+
+    model: Identifier  # NAME@VERSION
+    artifact_sha256: Sha256Hex
+    stage: Stage
+    gate_seq: Annotated[int, Field(ge=0)]
+    approvals: list[int] = Field(default_factory=list)
+    waiver_seq: int | None = None
+
+
+# The checks for the governance kinds register with the kinds themselves.
+import policies._governance  # noqa: E402, F401

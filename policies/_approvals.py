@@ -1,0 +1,47 @@
+"""Electronic signatures on gate decisions (21 CFR 11.50 / 11.70 pattern).
+
+An approval binds the signer's printed name, the date and time, and the meaning of
+the signature to the exact record it signs: the ``gate.evaluated`` entry's seq and
+leaf hash, in this log (origin). The Ed25519 signature is domain-separated:
+
+    "mlledger/approval/v1" LF origin LF decision_seq LF decision_leaf_hash LF
+    signer LF meaning LF signed_at LF
+
+A signature therefore cannot be replayed onto another decision, another log, or
+with another meaning or time. Verification is pure.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Final
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from ledger.errors import SignatureError
+
+__all__ = ["APPROVAL_DOMAIN", "approval_message", "sign_approval", "verify_approval"]
+
+APPROVAL_DOMAIN: Final = b"mlledger/approval/v1\n"
+
+
+def approval_message(origin: str, decision_seq: int, decision_leaf_hash: str, signer: str,
+                     meaning: str, signed_at: str) -> bytes:
+    return APPROVAL_DOMAIN + (
+        f"{origin}\n{decision_seq}\n{decision_leaf_hash}\n{signer}\n{meaning}\n{signed_at}\n"
+    ).encode()
+
+
+def sign_approval(key: Ed25519PrivateKey, message: bytes) -> str:
+    return base64.b64encode(key.sign(message)).decode()
+
+
+def verify_approval(public_key_b64: str, message: bytes, signature_b64: str, *, signer: str) -> None:
+    """Raise ``SignatureError`` naming the signer unless the signature verifies."""
+    try:
+        pub = Ed25519PublicKey.from_public_bytes(base64.b64decode(public_key_b64, validate=True))
+        pub.verify(base64.b64decode(signature_b64, validate=True), message)
+    except (InvalidSignature, ValueError) as exc:
+        raise SignatureError(f"the signature of {signer} does not verify with their registered key "
+                             f"({type(exc).__name__})") from None
