@@ -16,6 +16,7 @@ from ledger.events import Payload, Sha256Hex, register
 
 __all__ = [
     "ROLES",
+    "Role",
     "ColumnSummary",
     "DatasetRegistered",
     "IdentityRegistered",

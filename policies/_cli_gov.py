@@ -275,7 +275,10 @@ def audit(obj: Context, fmt: str) -> None:
     with obj.open() as ledger:
         verified = ledger.verify()
         with ledger.view() as view:
-            findings = run_audit(view)
+            from policies._gate import reevaluate
+
+            findings = run_audit(view) + reevaluate(view)
+            findings.sort(key=lambda f: f.seq)
     if fmt == "json":
         echo_json({"chain_ok": verified.ok, "chain_failure": verified.reason, "findings":
                    [f.to_json() for f in findings]})

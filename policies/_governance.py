@@ -19,6 +19,7 @@ from policies._approvals import approval_message, verify_approval
 
 __all__ = [
     "APPROVER_ROLES",
+    "Finding",
     "Identity",
     "ModelVersion",
     "approvals_for",

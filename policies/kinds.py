@@ -167,4 +167,5 @@ class ModelPromoted(Payload):
 
 
 # The checks for the governance kinds register with the kinds themselves.
+import policies._gate  # noqa: E402
 import policies._governance  # noqa: E402, F401

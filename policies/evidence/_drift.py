@@ -186,6 +186,16 @@ class DriftResult(BaseModel):
             "max_psi": max(psis) if psis else None,
             "prediction_status": None if self.prediction is None else self.prediction.status,
             "prediction_psi": None if self.prediction is None else self.prediction.psi,
+            # Per feature, the values a gate rule on one feature reads (None where a statistic
+            # does not apply to the feature's type).
+            "features": {
+                f.name: {
+                    "status": f.status, "psi": f.psi, "js": f.js_distance,
+                    "ks_p": f.ks_pvalue if isinstance(f, NumericDrift) else None,
+                    "chi2_p": f.chi2_pvalue if isinstance(f, CategoricalDrift) else None,
+                }
+                for f in self.features
+            },
         }
 
 
