@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import os
 import threading
-from contextlib import contextmanager
 import time
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Self

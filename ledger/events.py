@@ -23,10 +23,10 @@ __all__ = [
     "Event",
     "Payload",
     "Sha256Hex",
+    "check_for",
     "describe_validation_error",
     "kinds",
     "payload_model",
-    "check_for",
     "register",
     "register_check",
 ]

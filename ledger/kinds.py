@@ -16,7 +16,6 @@ from ledger.events import Payload, Sha256Hex, register
 
 __all__ = [
     "ROLES",
-    "Role",
     "ColumnSummary",
     "DatasetRegistered",
     "IdentityRegistered",
@@ -25,6 +24,7 @@ __all__ = [
     "KeyRotated",
     "LedgerCreated",
     "PolicyPublished",
+    "Role",
 ]
 
 Origin = Annotated[str, StringConstraints(pattern=r"^[^\s+\x00-\x1f\x7f]{1,255}$")]
