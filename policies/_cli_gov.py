@@ -261,24 +261,68 @@ def models_at(obj: Context, when: str, stage: str, fmt: str) -> None:
 # -- audit -----------------------------------------------------------------------------------
 
 
+def _bundle_view(bundle: Path, trust: tuple[Path, ...]) -> tuple[Any, Any]:
+    """Verify a bundle offline, then load its entries into an in-memory view for the audit."""
+    import sqlite3
+
+    from ledger._bundle_io import _lines, _open
+    from ledger._store import Tx, _Cursor
+    from ledger.bundle import verify_bundle
+    from ledger.keys import load_verifier
+    from ledger.merkle import leaf_hash
+    from ledger.verify import VerifyResult
+    from ledger.view import LedgerView
+
+    if not trust:
+        raise InputError("--bundle needs --trust VKEY: the audit only reads a bundle that verifies")
+    result = verify_bundle(bundle, trusted=[load_verifier(p) for p in trust])
+    if not result.ok:
+        return VerifyResult(False, result.seq or 0, None, result.seq, f"{result.kind}: {result.message}"), None
+    db = sqlite3.connect(":memory:")
+    db.execute("CREATE TABLE entries (seq INTEGER PRIMARY KEY, leaf_hash BLOB, kind TEXT, subject TEXT, entry BLOB)")
+    members = _open(bundle)
+    try:
+        import orjson
+
+        rows = []
+        for seq, line in enumerate(_lines(members)):
+            d = orjson.loads(line)
+            rows.append((seq, leaf_hash(line), d["kind"], d["subject"], line))
+    finally:
+        members.close()
+    db.executemany("INSERT INTO entries VALUES (?, ?, ?, ?, ?)", rows)
+    view = LedgerView(None, Tx(_Cursor(db.cursor()), "sqlite"), len(rows))  # type: ignore[arg-type]
+    return VerifyResult(True, len(rows), result.root), view
+
+
 @click.command()
+@click.option("--bundle", type=click.Path(exists=True, path_type=Path),
+              help="Audit an exported bundle (directory or .zip) instead of the ledger; needs --trust.")
+@click.option("--trust", type=click.Path(exists=True, dir_okay=False, path_type=Path), multiple=True,
+              help="The log's .vkey (with --bundle).")
 @click.option("--format", "fmt", type=FORMAT, default="text", show_default=True)
 @click.pass_obj
 @handle_errors
-def audit(obj: Context, fmt: str) -> None:
+def audit(obj: Context, bundle: Path | None, trust: tuple[Path, ...], fmt: str) -> None:
     """Check the governance invariants over the whole ledger (DESIGN.md section 3).
 
     Every promotion has an allowing decision for that artifact under the policy bound
     to its stage then; every approval is by a registered, entitled, independent signer
-    with a valid signature; every waiver is reported. Exit 0 clean, 1 on violations.
+    with a valid signature; every recorded decision matches a re-evaluation of its
+    policy; every waiver is reported. With --bundle, the same checks run offline over
+    an exported bundle once it verifies. Exit 0 clean, 1 on violations.
     """
-    with obj.open() as ledger:
-        verified = ledger.verify()
-        with ledger.view() as view:
-            from policies._gate import reevaluate
+    from policies._gate import reevaluate
 
-            findings = run_audit(view) + reevaluate(view)
-            findings.sort(key=lambda f: f.seq)
+    if bundle is not None:
+        verified, view = _bundle_view(bundle, trust)
+        findings = [] if view is None else sorted(run_audit(view) + reevaluate(view), key=lambda f: f.seq)
+    else:
+        with obj.open() as ledger:
+            verified = ledger.verify()
+            with ledger.view() as view:
+                findings = run_audit(view) + reevaluate(view)
+                findings.sort(key=lambda f: f.seq)
     if fmt == "json":
         echo_json({"chain_ok": verified.ok, "chain_failure": verified.reason, "findings":
                    [f.to_json() for f in findings]})

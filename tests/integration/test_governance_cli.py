@@ -218,3 +218,18 @@ def test_models_at_answers_what_was_in_a_stage_at_a_time(world: Path) -> None:
     out = json.loads(run("models", "at", "--time", ts, "--stage", "staging", "--format", "json"))
     assert out["model"] == "credit@1" and out["gate_seq"] == decision and out["approvals"]
     run("models", "at", "--time", "2000-01-01T00:00:00Z", "--stage", "staging", code=2)
+
+
+def test_the_audit_runs_offline_over_a_bundle_and_finds_the_same_violation(world: Path) -> None:
+    gate("production", 1)
+    with Ledger.open(".mlledger") as led:
+        genuine = next(led.iter(kind="gate.evaluated")).payload
+        forged = {**genuine, "decision": "allow", "rules": [{**r, "outcome": "pass"} for r in genuine["rules"]]}
+        led.append(Event.from_json({"kind": "gate.evaluated", "actor": "mallory", "payload": forged}))
+    run("export", "-o", "bundle.zip")
+    local = run("audit", code=1)
+    offline = run("audit", "--bundle", "bundle.zip", "--trust", ".mlledger/keys/log.vkey", code=1)
+    assert "does not match the policy's verdict" in offline
+    assert [ln for ln in local.splitlines() if ln.startswith("VIOLATION")] == \
+        [ln for ln in offline.splitlines() if ln.startswith("VIOLATION")]
+    run("audit", "--bundle", "bundle.zip", code=2)  # no --trust: refused
