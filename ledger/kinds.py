@@ -8,9 +8,16 @@ Other packages register their kinds the same way, with ``ledger.events.register`
 from __future__ import annotations
 
 import hashlib
-from typing import Annotated, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import Field, JsonValue, StringConstraints, model_validator
+from pydantic import (
+    Field,
+    JsonValue,
+    SerializerFunctionWrapHandler,
+    StringConstraints,
+    model_serializer,
+    model_validator,
+)
 
 from ledger.events import Payload, Sha256Hex, register
 
@@ -127,12 +134,27 @@ class IdentityRegistered(Payload):
     roles: Annotated[list[Role], Field(min_length=1)]
     public_key: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9+/]{43}=$")]
     display_name: Text | None = None
+    #: The admin who vouches for it ("ledger-key" for the genesis admin, the log key's owner)
+    #: and their signature over ``identity_message`` (policies._approvals). Governance trusts
+    #: only identities whose registration carries a valid admin signature.
+    signed_by: Identifier | None = None
+    signature: B64Signature | None = None
 
     @model_validator(mode="after")
     def _unique_roles(self) -> Self:
         if len(set(self.roles)) != len(self.roles):
             raise ValueError("roles must not repeat")
+        if (self.signed_by is None) != (self.signature is None):
+            raise ValueError("signed_by and signature go together")
         return self
+
+    @model_serializer(mode="wrap")
+    def _omit_absent_signature(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        if self.signature is None:  # unsigned registrations keep their pre-signature bytes
+            data.pop("signed_by", None)
+            data.pop("signature", None)
+        return data
 
 
 @register("policy.published")

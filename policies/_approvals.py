@@ -21,9 +21,18 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from ledger.errors import SignatureError
 
-__all__ = ["APPROVAL_DOMAIN", "approval_message", "sign_approval", "verify_approval"]
+__all__ = ["APPROVAL_DOMAIN", "GENESIS_ADMIN", "IDENTITY_DOMAIN", "approval_message", "identity_message",
+           "sign_approval", "verify_approval"]
 
 APPROVAL_DOMAIN: Final = b"mlledger/approval/v1\n"
+IDENTITY_DOMAIN: Final = b"mlledger/identity/v1\n"
+#: ``signed_by`` of a registration vouched for by the log key's owner (the genesis admin).
+GENESIS_ADMIN: Final = "ledger-key"
+
+
+def identity_message(origin: str, name: str, roles: list[str], public_key: str, signed_by: str) -> bytes:
+    """What an admin signs to register an identity (domain-separated, bound to the log)."""
+    return IDENTITY_DOMAIN + f"{origin}\n{name}\n{','.join(sorted(roles))}\n{public_key}\n{signed_by}\n".encode()
 
 
 def approval_message(origin: str, decision_seq: int, decision_leaf_hash: str, signer: str,

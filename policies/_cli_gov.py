@@ -99,20 +99,38 @@ def identity_keygen(name: str, out_dir: Path) -> None:
 @click.option("--role", "roles", type=ROLE, multiple=True, required=True, help="Repeatable.")
 @click.option("--public-key", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True)
 @click.option("--display-name")
-@click.option("--actor", help="The admin registering it [default: $MLLEDGER_ACTOR or user:<login>].")
+@click.option("--as", "admin", help="The registering admin's identity [default: the genesis admin, i.e. "
+              "the owner of the ledger key <home>/keys/log.pem].")
+@click.option("--key", "admin_key", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The admin's private key (with --as).")
 @click.pass_obj
 @handle_errors
 def identity_register(obj: Context, name: str, roles: tuple[str, ...], public_key: Path,
-                      display_name: str | None, actor: str | None) -> None:
-    """Record identity.registered: NAME, its roles and its public key."""
-    from ledger.cli import _default_actor
-    from ledger.kinds import IdentityRegistered
+                      display_name: str | None, admin: str | None, admin_key: Path | None) -> None:
+    """Record identity.registered (NAME, roles, public key), signed by an admin.
 
-    payload = IdentityRegistered(name=name, roles=list(roles), public_key=_public_b64(public_key),  # type: ignore[arg-type]
-                                 display_name=display_name)
+    The genesis admin is the ledger key's owner; after that, any registered admin
+    (--as NAME --key FILE). Governance trusts only admin-signed identities.
+    """
+    from ledger.kinds import IdentityRegistered
+    from policies._approvals import GENESIS_ADMIN, identity_message
+
+    if (admin is None) != (admin_key is None):
+        raise InputError("give both --as ADMIN and --key FILE, or neither (to sign with the ledger key)")
+    pub = _public_b64(public_key)
+    signed_by = admin or GENESIS_ADMIN
     with obj.open() as ledger:
-        r = ledger.append(Event(payload, actor=actor or _default_actor(), subject=f"identity:{name}"))
-    click.echo(f"registered {name} ({', '.join(roles)}) at seq {r.seq}")
+        msg = identity_message(ledger.origin(), name, list(roles), pub, signed_by)
+        if admin_key is not None:
+            signature = sign_approval(_load_private(admin_key), msg)
+        else:
+            log_key = obj.signer(required=True)
+            assert log_key is not None
+            signature = base64.b64encode(log_key.sign(msg)).decode()
+        payload = IdentityRegistered(name=name, roles=list(roles), public_key=pub,  # type: ignore[arg-type]
+                                     display_name=display_name, signed_by=signed_by, signature=signature)
+        r = ledger.append(Event(payload, actor=admin or "admin:ledger-key", subject=f"identity:{name}"))
+    click.echo(f"registered {name} ({', '.join(roles)}) at seq {r.seq}, signed by {signed_by}")
 
 
 @identity.command(name="list")

@@ -15,7 +15,7 @@ from ledger.canonical import format_ts, parse_ts
 from ledger.errors import InputError, SignatureError
 from ledger.events import register_check
 from ledger.view import LedgerView, ViewEntry
-from policies._approvals import approval_message, verify_approval
+from policies._approvals import GENESIS_ADMIN, approval_message, identity_message, verify_approval
 
 __all__ = [
     "APPROVER_ROLES",
@@ -44,14 +44,65 @@ class Identity:
 
 
 def identities(view: LedgerView, *, before: int | None = None) -> dict[str, Identity]:
-    """Registered identities as of ``before`` (exclusive); a later registration replaces an earlier."""
+    """Trusted identities as of ``before`` (exclusive); a later registration replaces an earlier.
+
+    Only registrations signed by an admin count: the genesis admin is the log key's
+    owner (``signed_by: ledger-key``, verified with the checkpoint key current then);
+    later admins are identities already trusted with the ``admin`` role.
+    """
+    return _identities(view, before)[0]
+
+
+def _identities(view: LedgerView, before: int | None) -> tuple[dict[str, Identity], list[Finding]]:
     out: dict[str, Identity] = {}
-    for e in view.of_kind("identity.registered"):
+    untrusted: list[Finding] = []
+    keys = None
+    for e in view.of_kind("identity.registered", "key.added", "key.rotated", "key.revoked"):
         if before is not None and e.seq >= before:
             break
+        if e.kind != "identity.registered":
+            continue
         p = e.payload
+        problem = _registration_problem(view, e, out, keys)
+        if problem is not None:
+            untrusted.append(Finding(e.seq, "violation", f"identity {p['name']} is not trusted: {problem}"))
+            continue
         out[p["name"]] = Identity(p["name"], frozenset(p["roles"]), p["public_key"], e.seq)
-    return out
+    return out, untrusted
+
+
+def _registration_problem(view: LedgerView, e: ViewEntry, trusted: dict[str, Identity], keys: Any) -> str | None:
+    from ledger.errors import IntegrityError
+    from ledger.keyhistory import KeyHistory
+
+    p = e.payload
+    if p.get("signature") is None:
+        return "its registration carries no admin signature"
+    msg = identity_message(view.origin(), p["name"], p["roles"], p["public_key"], p["signed_by"])
+    if p["signed_by"] == GENESIS_ADMIN:
+        try:
+            history = KeyHistory.from_entries(
+                (x.seq, x.kind, x.payload) for x in [view.get(0), *view.of_kind("key.added", "key.rotated",
+                                                                                 "key.revoked")]
+                if x is not None and x.seq < e.seq)
+            key = history.current_key().verifier
+        except (IntegrityError, InputError) as exc:
+            return f"the log key cannot vouch for it ({exc})"
+        import base64
+
+        try:
+            ok = key.verify(msg, base64.b64decode(p["signature"], validate=True))
+        except ValueError:
+            ok = False
+        return None if ok else "the ledger key's signature over it does not verify"
+    admin = trusted.get(p["signed_by"])
+    if admin is None or "admin" not in admin.roles:
+        return f"{p['signed_by']} is not a trusted admin"
+    try:
+        verify_approval(admin.public_key, msg, p["signature"], signer=p["signed_by"])
+    except SignatureError as exc:
+        return str(exc)
+    return None
 
 
 @dataclass
@@ -104,8 +155,8 @@ def _check_signature(view: LedgerView, decision: ViewEntry, sig: dict[str, Any],
     signer = sig["signer"]
     ident = identities(view, before=at_seq).get(signer)
     if ident is None:
-        raise InputError(f"approval refused: {signer} is not a registered identity "
-                         "(register with 'mlledger identity register')")
+        raise InputError(f"approval refused: {signer} is not a registered identity with an admin-signed "
+                         "registration (register with 'mlledger identity register')")
     if not ident.roles & roles:
         raise InputError(f"approval refused: {signer} holds {sorted(ident.roles)}, none of the "
                          f"roles that may approve ({', '.join(sorted(roles))})")
@@ -184,9 +235,11 @@ def audit(view: LedgerView) -> list[Finding]:
        for that stage at that time;
     2. approvals: registered signers holding an approver role, not the trainer, valid
        signatures over that decision, none counted twice;
-    3. every waiver is reported (a notice), so no break-glass goes unseen.
+    3. every waiver is reported (a notice), so no break-glass goes unseen;
+    4. every identity registration is signed by a trusted admin (else it is reported and
+       its holder's signatures do not count).
     """
-    findings: list[Finding] = []
+    findings: list[Finding] = list(_identities(view, None)[1])
     policies: dict[str, tuple[int, str]] = {}  # stage -> (seq, sha256) of the latest publication
     for e in view.of_kind("policy.published", "approval.signed", "waiver.granted", "model.promoted"):
         p = e.payload

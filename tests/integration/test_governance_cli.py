@@ -233,3 +233,31 @@ def test_the_audit_runs_offline_over_a_bundle_and_finds_the_same_violation(world
     assert [ln for ln in local.splitlines() if ln.startswith("VIOLATION")] == \
         [ln for ln in offline.splitlines() if ln.startswith("VIOLATION")]
     run("audit", "--bundle", "bundle.zip", code=2)  # no --trust: refused
+
+
+def test_an_identity_without_an_admin_signature_has_no_power(world: Path) -> None:
+    """A raw identity.registered (no admin signature) is recorded, flagged, and never trusted."""
+    from policies._cli_gov import _public_b64
+
+    raw_key = _public_b64(Path("keys/auditor.pub"))
+    run("append", json.dumps({"kind": "identity.registered", "actor": "mallory", "payload": {
+        "name": "mallory@example.com", "roles": ["model-risk"], "public_key": raw_key}}))
+    gate("staging", 3)
+    out = run("approve", "--decision", str(last_seq()), "--key", "keys/auditor.pem", "--as",
+              "mallory@example.com", code=2)
+    assert "admin-signed registration" in out
+    assert "identity mallory@example.com is not trusted" in run("audit", code=1)
+
+
+def test_only_a_trusted_admin_can_vouch_for_an_identity(world: Path) -> None:
+    run("identity", "keygen", "boss", "-o", "keys")
+    run("identity", "keygen", "new", "-o", "keys")
+    run("identity", "register", "boss@example.com", "--role", "admin", "--public-key", "keys/boss.pub")
+    run("identity", "register", "new@example.com", "--role", "validator", "--public-key", "keys/new.pub",
+        "--as", "boss@example.com", "--key", "keys/boss.pem")
+    # risk@ is not an admin: what it vouches for is not trusted
+    run("identity", "register", "rogue@example.com", "--role", "model-risk", "--public-key", "keys/new.pub",
+        "--as", "risk@example.com", "--key", "keys/risk.pem")
+    listed = run("identity", "list")
+    assert "new@example.com" in listed and "rogue@example.com" not in listed
+    assert "risk@example.com is not a trusted admin" in run("audit", code=1)
