@@ -309,9 +309,18 @@ def append(obj: Context, event: str | None, path: str | None, actor: str | None,
     if (event is None) == (path is None):
         raise InputError("give one EVENT argument or --file (use '-' for stdin), not both")
     if event is not None:
-        events = _read_events("argument", event.encode("utf-8", "surrogateescape"), who)
-        if len(events) != 1:
-            raise InputError("argument: give exactly one event; use --file for JSON Lines")
+        raw = event.encode("utf-8", "surrogateescape")
+        # One JSON object, which may span lines; --file takes JSON Lines.
+        try:
+            events = _read_events("argument", b" ".join(raw.splitlines()), who)
+        except InputError:
+            try:
+                several = len(_read_events("argument", raw, who)) > 1
+            except InputError:
+                several = False
+            if several:
+                raise InputError("argument: give exactly one event; use --file for JSON Lines") from None
+            raise
     else:
         assert path is not None
         if path == "-":
