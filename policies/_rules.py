@@ -15,20 +15,27 @@ Invariants:
 
 from __future__ import annotations
 
-import itertools
 import json
-from datetime import datetime
-from typing import Annotated, Any, Final, Literal
+from typing import Any, Final
 
 import celpy
 from celpy.adapter import CELJSONEncoder, json_to_cel
 from celpy.celtypes import BoolType
 from celpy.evaluation import CELEvalError
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue
+from pydantic import JsonValue
 
-from ledger.events import Sha256Hex
-from policies._decision import GateResult, RuleOutcome, RuleResult
-from policies._policy import (
+from policies._decision import GateResult, RuleResult
+from policies._inputs import (
+    ApprovalItem,
+    DatasetItem,
+    EvidenceItem,
+    GateInputs,
+    IncumbentItem,
+    ModelItem,
+    ValidationItem,
+)
+from policies._policy import LoadedPolicy
+from policies._rule_models import (
     ApprovalRule,
     CustomRule,
     DataValidationRule,
@@ -37,12 +44,12 @@ from policies._policy import (
     FairnessRule,
     FreshnessRule,
     LineageRule,
-    LoadedPolicy,
     PerformanceRule,
     Rule,
     compile_cel,
-    duration_seconds,
 )
+from policies._rules_common import DEFAULT_ROLE, EVIDENCE_KINDS, Gate, rule_result
+from policies._rules_data import approval, data_validation, freshness, lineage
 
 __all__ = [
     "ApprovalItem",
@@ -56,121 +63,14 @@ __all__ = [
     "gate_result",
 ]
 
-#: As ``policies.kinds.EvidenceType`` (not imported: that module imports the gate, which imports this).
-EvidenceType = Literal["fairness", "drift", "explainability", "performance", "data_quality"]
-_DEFAULT_ROLE: Final = {"fairness": "eval", "performance": "eval", "explainability": "eval", "drift": "any"}
-_KINDS: Final = ("fairness", "drift", "explainability", "performance")
 _EPS: Final = 1e-12  # comparisons at a limit are not decided by float rounding
-
-
-def _parse_ts(text: str) -> datetime:
-    try:
-        ts = datetime.fromisoformat(text)
-    except ValueError:
-        raise ValueError(f"{text!r} is not an RFC 3339 timestamp") from None
-    if ts.tzinfo is None:
-        raise ValueError(f"{text!r} has no time zone")
-    return ts
-
-
-def _ts(text: str) -> str:
-    _parse_ts(text)
-    return text
-
-
-Timestamp = Annotated[str, AfterValidator(_ts)]
-Seq = Annotated[int, Field(ge=0)]
-
-
-class _Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-
-
-class ModelItem(_Frozen):
-    """The version at the gate; ``registered_by`` and ``trained_by`` may not approve it."""
-
-    name: str
-    version: Annotated[int, Field(ge=1)]
-    artifact_sha256: Sha256Hex
-    registered_by: str
-    registered_seq: Seq
-    trained_by: str | None = None
-    training_data: tuple[Sha256Hex, ...] = ()
-
-    @property
-    def ref(self) -> str:
-        return f"{self.name}@{self.version}"
-
-
-class EvidenceItem(_Frozen):
-    """One ``evidence.recorded`` entry; ``values`` is its summary, ``config`` how it was computed."""
-
-    seq: Seq
-    ts: Timestamp
-    type: EvidenceType
-    model_sha256: Sha256Hex | None
-    dataset_sha256: Sha256Hex
-    dataset_role: Literal["train", "eval", "reference", "production"] | None
-    reference_sha256: Sha256Hex | None = None
-    values: dict[str, JsonValue]
-    config: dict[str, JsonValue] = Field(default_factory=dict)
-
-
-class ValidationItem(_Frozen):
-    seq: Seq
-    ts: Timestamp
-    passed: bool
-
-
-class DatasetItem(_Frozen):
-    seq: Seq
-    name: str
-    role: Literal["train", "eval", "reference", "production"]
-    sensitive_features: tuple[str, ...] = ()
-
-
-class ApprovalItem(_Frozen):
-    """A verified signature over this decision, with the roles the signer held when signing."""
-
-    seq: Seq
-    ts: Timestamp
-    signer: str
-    roles: tuple[str, ...]
-    meaning: str
-
-
-class IncumbentItem(_Frozen):
-    """The version currently in the stage and its performance evidence entries."""
-
-    name: str
-    version: Annotated[int, Field(ge=1)]
-    artifact_sha256: Sha256Hex
-    performance: tuple[EvidenceItem, ...] = ()
-
-    @property
-    def ref(self) -> str:
-        return f"{self.name}@{self.version}"
-
-
-class GateInputs(_Frozen):
-    """What the gate gathered from the ledger for one model version and stage."""
-
-    model: ModelItem
-    stage: str
-    now: Timestamp
-    policy_seq: Seq | None = None
-    evidence: tuple[EvidenceItem, ...] = ()
-    validations: dict[Sha256Hex, tuple[ValidationItem, ...]] = Field(default_factory=dict)
-    datasets: dict[Sha256Hex, DatasetItem] = Field(default_factory=dict)
-    approvals: tuple[ApprovalItem, ...] = ()
-    incumbent: IncumbentItem | None = None
 
 
 def evaluate(policy: LoadedPolicy, inputs: GateInputs) -> list[RuleResult]:
     """One result per resolved rule of ``policy``, in order."""
     if policy.stage != inputs.stage:
         raise ValueError(f"policy {policy.name!r} binds stage {policy.stage!r}, not {inputs.stage!r}")
-    gate = _Gate(inputs)
+    gate = Gate(inputs)
     return [_check(rule, gate) for rule in policy.rules]
 
 
@@ -182,7 +82,7 @@ def gate_result(policy: LoadedPolicy, inputs: GateInputs) -> GateResult:
                       decision=GateResult.decide(rules), rules=rules, evaluated_at=inputs.now)
 
 
-def _check(rule: Rule, gate: _Gate) -> RuleResult:
+def _check(rule: Rule, gate: Gate) -> RuleResult:
     match rule:
         case FairnessRule():
             return _fairness(rule, gate)
@@ -193,73 +93,16 @@ def _check(rule: Rule, gate: _Gate) -> RuleResult:
         case PerformanceRule():
             return _performance(rule, gate)
         case DataValidationRule():
-            return _data_validation(rule, gate)
+            return data_validation(rule, gate)
         case LineageRule():
-            return _lineage(rule, gate)
+            return lineage(rule, gate)
         case FreshnessRule():
-            return _freshness(rule, gate)
+            return freshness(rule, gate)
         case ApprovalRule():
-            return _approval(rule, gate)
+            return approval(rule, gate)
         case CustomRule():
             return _custom(rule, gate)
     raise TypeError(f"unknown rule {rule!r}")  # pragma: no cover - the union is closed
-
-
-# -- shared ----------------------------------------------------------------------------------
-
-
-class _Gate:
-    def __init__(self, inputs: GateInputs) -> None:
-        self.inputs = inputs
-        self.model = inputs.model
-        self.now = _parse_ts(inputs.now)
-        # (1) only evidence bound to this exact artifact
-        self.mine = [e for e in inputs.evidence if e.model_sha256 == inputs.model.artifact_sha256]
-
-    def newest(self, kind: str, role: str) -> EvidenceItem | None:
-        """(2) the newest item of ``kind`` on ``role`` ("any": every role)."""
-        items = [e for e in self.mine if e.type == kind and role in ("any", e.dataset_role)]
-        return max(items, key=lambda e: e.seq, default=None)
-
-    def missing(self, kind: str, role: str) -> str:
-        where = "any dataset" if role == "any" else f"{'an' if role == 'eval' else 'a'} {role} dataset"
-        text = f"missing evidence: no {kind} evidence for model {self.model.ref} on {where}"
-        others = sum(1 for e in self.inputs.evidence
-                     if e.type == kind and e.model_sha256 != self.model.artifact_sha256)
-        if others:
-            entries = f"{kind} entry bound to another artifact does" if others == 1 else \
-                f"{kind} entries bound to other artifacts do"
-            text += f" ({others} {entries} not count)"
-        elsewhere = [e for e in self.mine if e.type == kind]
-        if elsewhere:
-            e = max(elsewhere, key=lambda e: e.seq)
-            text += f"; seq {e.seq} is on a {e.dataset_role or 'unregistered'} dataset"
-        return text
-
-    def validation(self, sha: str) -> ValidationItem | None:
-        return max(self.inputs.validations.get(sha, ()), key=lambda v: v.seq, default=None)
-
-    def coverage(self, item: EvidenceItem, have: set[frozenset[str]], *, intersections: bool) -> str | None:
-        """Why ``item`` fails to cover the sensitive features its dataset declares, or None."""
-        ds = self.inputs.datasets.get(item.dataset_sha256)
-        if ds is None:
-            return (f"the dataset {item.dataset_sha256[:12]} of {item.type} evidence seq {item.seq} is not a "
-                    "registered dataset, so its declared sensitive features are unknown")
-        want = [frozenset([f]) for f in ds.sensitive_features]
-        if intersections:
-            want += [frozenset(p) for p in itertools.combinations(ds.sensitive_features, 2)]
-        gap = [" & ".join(sorted(w)) for w in want if w not in have]
-        if gap:
-            return (f"{item.type} evidence seq {item.seq} does not cover {', '.join(gap)}, declared sensitive "
-                    f"by dataset {ds.name!r}")
-        return None
-
-
-def _result(rule: Rule, outcome: RuleOutcome, reason: str, *, measured: JsonValue = None,
-            threshold: JsonValue = None, evidence: list[int] | None = None) -> RuleResult:
-    return RuleResult(rule_id=rule.id, kind=rule.kind, outcome=outcome, measured=measured,
-                      threshold=threshold, reason=reason, source=rule.source or f"rule {rule.id}",
-                      evidence=sorted(set(evidence or [])))
 
 
 def _num(value: Any) -> float | None:
@@ -290,7 +133,7 @@ def _groupings(values: dict[str, JsonValue]) -> dict[str, dict[str, JsonValue]]:
     return {k: v for k, v in values.items() if isinstance(v, dict)}
 
 
-def _select(rule: FairnessRule | PerformanceRule, gate: _Gate, item: EvidenceItem,
+def _select(rule: FairnessRule | PerformanceRule, gate: Gate, item: EvidenceItem,
             groups: dict[str, dict[str, JsonValue]]) -> tuple[list[str], str | None]:
     """The groupings a feature rule reads ("*": all, which must cover the declared features)."""
     feature = rule.feature or "*"
@@ -310,17 +153,17 @@ def _select(rule: FairnessRule | PerformanceRule, gate: _Gate, item: EvidenceIte
 # -- the rule kinds --------------------------------------------------------------------------
 
 
-def _fairness(rule: FairnessRule, gate: _Gate) -> RuleResult:
+def _fairness(rule: FairnessRule, gate: Gate) -> RuleResult:
     threshold: dict[str, JsonValue] = {"metric": rule.metric}
     threshold |= {k: v for k, v in (("min", rule.min), ("max", rule.max)) if v is not None}
     threshold["min_group_size"] = rule.min_group_size
     item = gate.newest("fairness", rule.dataset_role)
     if item is None:
-        return _result(rule, "missing_evidence", gate.missing("fairness", rule.dataset_role), threshold=threshold)
+        return rule_result(rule, "missing_evidence", gate.missing("fairness", rule.dataset_role), threshold=threshold)
     groups = _groupings(item.values)
     names, problem = _select(rule, gate, item, groups)
     if problem:
-        return _result(rule, "missing_evidence", problem, threshold=threshold, evidence=[item.seq])
+        return rule_result(rule, "missing_evidence", problem, threshold=threshold, evidence=[item.seq])
     used = item.config.get("min_group_size")
     failures: list[str] = []
     measured: dict[str, JsonValue] = {}
@@ -342,14 +185,14 @@ def _fairness(rule: FairnessRule, gate: _Gate) -> RuleResult:
         failures.append(f"the evidence flagged groups under {used} rows, not under {rule.min_group_size}: "
                         f"recompute it with min_group_size {rule.min_group_size}")
     if failures:
-        return _result(rule, "fail", "; ".join(failures), measured=measured, threshold=threshold,
-                       evidence=[item.seq])
+        return rule_result(rule, "fail", "; ".join(failures), measured=measured, threshold=threshold,
+                           evidence=[item.seq])
     bounds = " and ".join(f"{'>=' if k == 'min' else '<='} {v}" for k, v in threshold.items() if k in ("min", "max"))
-    return _result(rule, "pass", f"{rule.metric} {bounds} for {', '.join(names)}", measured=measured,
-                   threshold=threshold, evidence=[item.seq])
+    return rule_result(rule, "pass", f"{rule.metric} {bounds} for {', '.join(names)}", measured=measured,
+                       threshold=threshold, evidence=[item.seq])
 
 
-def _drift(rule: DriftRule, gate: _Gate) -> RuleResult:
+def _drift(rule: DriftRule, gate: Gate) -> RuleResult:
     stat = rule.statistic
     threshold: dict[str, JsonValue] = {"statistic": stat, "limit": rule.limit, "passes": (
         "when false" if stat == "dataset_drift" else "at or above limit" if rule.lower_bound else "below limit")}
@@ -357,7 +200,7 @@ def _drift(rule: DriftRule, gate: _Gate) -> RuleResult:
         threshold["feature"] = rule.feature
     item = gate.newest("drift", rule.dataset_role)
     if item is None:
-        return _result(rule, "missing_evidence", gate.missing("drift", rule.dataset_role), threshold=threshold)
+        return rule_result(rule, "missing_evidence", gate.missing("drift", rule.dataset_role), threshold=threshold)
     vals, seq = item.values, [item.seq]
     no_data = vals.get("no_data_features")
     no_data = no_data if isinstance(no_data, list) else []
@@ -366,30 +209,30 @@ def _drift(rule: DriftRule, gate: _Gate) -> RuleResult:
     if stat == "dataset_drift":
         flag = vals.get("dataset_drift")
         if not isinstance(flag, bool):
-            return _result(rule, "fail", f"drift evidence seq {item.seq} does not say whether the dataset "
-                           "drifted", measured={"dataset_drift": flag}, threshold=threshold, evidence=seq)
+            return rule_result(rule, "fail", f"drift evidence seq {item.seq} does not say whether the dataset "
+                               "drifted", measured={"dataset_drift": flag}, threshold=threshold, evidence=seq)
         share = _num(vals.get("drifted_share"))
         reason = f"dataset drift is {str(flag).lower()} (drifted share {share})"
-        return _result(rule, "fail" if flag else "pass", reason, measured=flag, threshold=threshold, evidence=seq)
+        return rule_result(rule, "fail" if flag else "pass", reason, measured=flag, threshold=threshold, evidence=seq)
     if stat == "prediction_psi" and vals.get("prediction_status") is None:
-        return _result(rule, "missing_evidence", f"missing evidence: drift evidence seq {item.seq} measured no "
-                       "prediction drift (record drift evidence with the model)", threshold=threshold, evidence=seq)
+        return rule_result(rule, "missing_evidence", f"missing evidence: drift evidence seq {item.seq} measured no "
+                           "prediction drift (record drift evidence with the model)", threshold=threshold, evidence=seq)
     if stat in ("drifted_share", "n_drifted", "prediction_psi"):
         value = _num(vals.get(stat))
     elif rule.feature is not None:
         if rule.feature in no_data:
-            return _result(rule, "fail", f"feature {rule.feature!r} has no data to compare",
-                           measured={"no_data_features": no_data}, threshold=threshold, evidence=seq)
+            return rule_result(rule, "fail", f"feature {rule.feature!r} has no data to compare",
+                               measured={"no_data_features": no_data}, threshold=threshold, evidence=seq)
         row = feats.get(rule.feature) if isinstance(feats, dict) else None
         if not isinstance(row, dict):
             compared = ", ".join(sorted(feats)) if isinstance(feats, dict) else "no per-feature statistics"
-            return _result(rule, "missing_evidence", f"missing evidence: drift evidence seq {item.seq} has no "
-                           f"{stat} of feature {rule.feature!r} ({compared})", threshold=threshold, evidence=seq)
+            return rule_result(rule, "missing_evidence", f"missing evidence: drift evidence seq {item.seq} has no "
+                               f"{stat} of feature {rule.feature!r} ({compared})", threshold=threshold, evidence=seq)
         value, where = _num(row.get(stat)), f" of {rule.feature}"
     else:
         if no_data:
-            return _result(rule, "fail", f"features with no data to compare: {', '.join(map(str, no_data))}",
-                           measured={"no_data_features": no_data}, threshold=threshold, evidence=seq)
+            return rule_result(rule, "fail", f"features with no data to compare: {', '.join(map(str, no_data))}",
+                               measured={"no_data_features": no_data}, threshold=threshold, evidence=seq)
         if stat == "psi":
             value, where = _num(vals.get("max_psi")), " (worst feature)"
         else:
@@ -397,42 +240,42 @@ def _drift(rule: DriftRule, gate: _Gate) -> RuleResult:
                 if isinstance(feats, dict) else {}
             defined = {n: v for n, v in rows.items() if v is not None}
             if not defined:
-                return _result(rule, "missing_evidence", f"missing evidence: drift evidence seq {item.seq} has "
-                               f"no {stat} for any feature", threshold=threshold, evidence=seq)
+                return rule_result(rule, "missing_evidence", f"missing evidence: drift evidence seq {item.seq} has "
+                                   f"no {stat} for any feature", threshold=threshold, evidence=seq)
             worst = (min if rule.lower_bound else max)(defined, key=lambda n: defined[n])
             value, where = defined[worst], f" of {worst} (worst feature)"
     limit = rule.limit if rule.limit is not None else 0.0
     if value is None:
-        return _result(rule, "fail", f"{stat}{where} is undefined", measured={stat: None}, threshold=threshold,
-                       evidence=seq)
+        return rule_result(rule, "fail", f"{stat}{where} is undefined", measured={stat: None}, threshold=threshold,
+                           evidence=seq)
     if rule.lower_bound:
         ok, rel = value >= limit - _EPS, (">=" if value >= limit - _EPS else "<")
     else:
         ok, rel = value < limit, ("<" if value < limit else ">=")
     reason = f"{stat}{where} {_fmt(value, limit)} {rel} {limit}" + ("" if ok else ": drift")
-    return _result(rule, "pass" if ok else "fail", reason, measured=value, threshold=threshold, evidence=seq)
+    return rule_result(rule, "pass" if ok else "fail", reason, measured=value, threshold=threshold, evidence=seq)
 
 
-def _explainability(rule: ExplainabilityRule, gate: _Gate) -> RuleResult:
+def _explainability(rule: ExplainabilityRule, gate: Gate) -> RuleResult:
     threshold: dict[str, JsonValue] = {"top_k": rule.top_k, "proxy_threshold": rule.proxy_threshold}
     item = gate.newest("explainability", rule.dataset_role)
     if item is None:
-        return _result(rule, "missing_evidence", gate.missing("explainability", rule.dataset_role),
-                       threshold=threshold)
+        return rule_result(rule, "missing_evidence", gate.missing("explainability", rule.dataset_role),
+                           threshold=threshold)
     vals, seq = item.values, [item.seq]
     top, sensitive = vals.get("top_k"), vals.get("sensitive_in_top_k")
     proxies, unassessed = vals.get("proxies_in_top_k"), vals.get("unassessed")
     if not all(isinstance(x, list) for x in (top, sensitive, proxies, unassessed)):
-        return _result(rule, "fail", f"explainability evidence seq {item.seq} lacks top_k, sensitive_in_top_k, "
-                       "proxies_in_top_k or unassessed", measured={"top_k": top}, threshold=threshold,
-                       evidence=seq)
+        return rule_result(rule, "fail", f"explainability evidence seq {item.seq} lacks top_k, sensitive_in_top_k, "
+                           "proxies_in_top_k or unassessed", measured={"top_k": top}, threshold=threshold,
+                           evidence=seq)
     assert isinstance(top, list) and isinstance(sensitive, list)
     assert isinstance(proxies, list) and isinstance(unassessed, list)
     ranked = item.config.get("top_k")
     if len(top) < rule.top_k and not (isinstance(ranked, int) and ranked >= rule.top_k):
-        return _result(rule, "fail", f"the evidence ranks the top {len(top)} features only; the rule needs the "
-                       f"top {rule.top_k} (record explainability evidence with top_k {rule.top_k})",
-                       measured={"top_k": top}, threshold=threshold, evidence=seq)
+        return rule_result(rule, "fail", f"the evidence ranks the top {len(top)} features only; the rule needs the "
+                           f"top {rule.top_k} (record explainability evidence with top_k {rule.top_k})",
+                           measured={"top_k": top}, threshold=threshold, evidence=seq)
     considered = [str(f) for f in top[:rule.top_k]]
     found = [str(s) for s in sensitive if s in considered]
     proxy = [f"{p.get('feature')} ~ {p.get('sensitive')} ({p.get('measure')} {p.get('value')})"
@@ -455,12 +298,12 @@ def _explainability(rule: ExplainabilityRule, gate: _Gate) -> RuleResult:
     if vals.get("flagged") is True and len(considered) == len(top) and not (found or proxy):
         failures.append(f"explainability evidence seq {item.seq} is flagged")
     if failures:
-        return _result(rule, "fail", "; ".join(failures), measured=measured, threshold=threshold, evidence=seq)
-    return _result(rule, "pass", f"no sensitive feature or proxy among the top {rule.top_k} "
-                   f"({', '.join(considered)})", measured=measured, threshold=threshold, evidence=seq)
+        return rule_result(rule, "fail", "; ".join(failures), measured=measured, threshold=threshold, evidence=seq)
+    return rule_result(rule, "pass", f"no sensitive feature or proxy among the top {rule.top_k} "
+                       f"({', '.join(considered)})", measured=measured, threshold=threshold, evidence=seq)
 
 
-def _performance(rule: PerformanceRule, gate: _Gate) -> RuleResult:
+def _performance(rule: PerformanceRule, gate: Gate) -> RuleResult:
     limits = rule.limits
     floors: dict[str, JsonValue] = {m: v for m, (b, v) in limits.items() if b == "min"}
     ceilings: dict[str, JsonValue] = {m: v for m, (b, v) in limits.items() if b == "max"}
@@ -472,8 +315,8 @@ def _performance(rule: PerformanceRule, gate: _Gate) -> RuleResult:
                                       "metrics": list(rule.regression_metrics)}
     item = gate.newest("performance", rule.dataset_role)
     if item is None:
-        return _result(rule, "missing_evidence", gate.missing("performance", rule.dataset_role),
-                       threshold=threshold)
+        return rule_result(rule, "missing_evidence", gate.missing("performance", rule.dataset_role),
+                           threshold=threshold)
     vals, seqs = item.values, [item.seq]
     failures: list[str] = []
     notes: list[str] = []
@@ -487,7 +330,7 @@ def _performance(rule: PerformanceRule, gate: _Gate) -> RuleResult:
         groups = _groupings(vals)
         names, problem = _select(rule, gate, item, groups)
         if problem:
-            return _result(rule, "missing_evidence", problem, threshold=threshold, evidence=seqs)
+            return rule_result(rule, "missing_evidence", problem, threshold=threshold, evidence=seqs)
         for name in names:
             row: dict[str, JsonValue] = {}
             for metric, (bound, limit) in limits.items():
@@ -502,14 +345,14 @@ def _performance(rule: PerformanceRule, gate: _Gate) -> RuleResult:
     if rule.no_regression is not None:
         missing = _regression(rule, gate, item, measured, failures, notes, seqs)
         if missing and not failures:
-            return _result(rule, "missing_evidence", missing, measured=measured, threshold=threshold,
-                           evidence=seqs)
+            return rule_result(rule, "missing_evidence", missing, measured=measured, threshold=threshold,
+                               evidence=seqs)
     if failures:
-        return _result(rule, "fail", "; ".join(failures), measured=measured, threshold=threshold, evidence=seqs)
-    return _result(rule, "pass", "; ".join(notes), measured=measured, threshold=threshold, evidence=seqs)
+        return rule_result(rule, "fail", "; ".join(failures), measured=measured, threshold=threshold, evidence=seqs)
+    return rule_result(rule, "pass", "; ".join(notes), measured=measured, threshold=threshold, evidence=seqs)
 
 
-def _regression(rule: PerformanceRule, gate: _Gate, item: EvidenceItem, measured: dict[str, JsonValue],
+def _regression(rule: PerformanceRule, gate: Gate, item: EvidenceItem, measured: dict[str, JsonValue],
                 failures: list[str], notes: list[str], seqs: list[int]) -> str | None:
     """No regression against the incumbent's evidence on the same dataset; a missing-evidence reason."""
     assert rule.no_regression is not None
@@ -543,136 +386,6 @@ def _regression(rule: PerformanceRule, gate: _Gate, item: EvidenceItem, measured
     return None
 
 
-def _datasets_checked(gate: _Gate, shas: list[str], failures: list[str], missing: list[str],
-                      seqs: list[int], what: str) -> dict[str, JsonValue]:
-    out: dict[str, JsonValue] = {}
-    for sha in shas:
-        ds = gate.inputs.datasets.get(sha)
-        name = f"{what} dataset {ds.name if ds else sha[:12]}"
-        v = gate.validation(sha)
-        out[sha] = None if v is None else v.passed
-        if v is None:
-            missing.append(f"{name} has no dataset.validated entry")
-        else:
-            seqs.append(v.seq)
-            if not v.passed:
-                failures.append(f"{name} failed validation (seq {v.seq})")
-    return out
-
-
-def _data_validation(rule: DataValidationRule, gate: _Gate) -> RuleResult:
-    threshold: dict[str, JsonValue] = {"roles": list(rule.roles), "newest_validation": "passed"}
-    failures: list[str] = []
-    missing: list[str] = []
-    seqs: list[int] = []
-    measured: dict[str, JsonValue] = {}
-    if "train" in rule.roles:
-        if not gate.model.training_data:
-            missing.append(f"model {gate.model.ref} declares no training data")
-        measured["train"] = _datasets_checked(gate, list(gate.model.training_data), failures, missing, seqs,
-                                              "training")
-    if "eval" in rule.roles:
-        used = [gate.newest(k, "eval") for k in _KINDS]
-        shas = sorted({e.dataset_sha256 for e in used if e is not None})
-        if not shas:
-            missing.append(f"no evidence for model {gate.model.ref} names an eval dataset")
-        measured["eval"] = _datasets_checked(gate, shas, failures, missing, seqs, "evaluation")
-    return _datasets_outcome(rule, failures, missing, measured, threshold, seqs,
-                             "the newest validation of every training and evaluation dataset passed")
-
-
-def _datasets_outcome(rule: Rule, failures: list[str], missing: list[str], measured: dict[str, JsonValue],
-                      threshold: dict[str, JsonValue], seqs: list[int], ok: str) -> RuleResult:
-    if failures:
-        return _result(rule, "fail", "; ".join(failures + missing), measured=measured, threshold=threshold,
-                       evidence=seqs)
-    if missing:
-        return _result(rule, "missing_evidence", "missing evidence: " + "; ".join(missing), measured=measured,
-                       threshold=threshold, evidence=seqs)
-    return _result(rule, "pass", ok, measured=measured, threshold=threshold, evidence=seqs)
-
-
-def _lineage(rule: LineageRule, gate: _Gate) -> RuleResult:
-    threshold: dict[str, JsonValue] = {"training_data": "registered before the model and validated"}
-    failures: list[str] = []
-    missing: list[str] = []
-    seqs: list[int] = []
-    if not gate.model.training_data:
-        missing.append(f"model {gate.model.ref} declares no training data, so its lineage is incomplete")
-    for sha in gate.model.training_data:
-        ds = gate.inputs.datasets.get(sha)
-        if ds is None:
-            failures.append(f"training data {sha[:12]} is not a registered dataset")
-        else:
-            seqs.append(ds.seq)
-            if ds.seq > gate.model.registered_seq:
-                failures.append(f"training dataset {ds.name} was registered (seq {ds.seq}) after the model "
-                                f"(seq {gate.model.registered_seq})")
-    measured = _datasets_checked(gate, list(gate.model.training_data), failures, missing, seqs, "training")
-    return _datasets_outcome(rule, failures, missing, measured, threshold, seqs,
-                             f"all {len(gate.model.training_data)} training datasets are registered and validated")
-
-
-def _age(seconds: float) -> str:
-    s = max(0, int(seconds))
-    d, h, m = s // 86400, s % 86400 // 3600, s % 3600 // 60
-    return f"{d}d {h}h" if d else f"{h}h {m}m"
-
-
-def _freshness(rule: FreshnessRule, gate: _Gate) -> RuleResult:
-    limit = None if rule.max_age is None else duration_seconds(rule.max_age)
-    threshold: dict[str, JsonValue] = {"types": list(rule.types), "max_age": rule.max_age}
-    measured: dict[str, JsonValue] = {}
-    missing, stale, seqs = [], [], []
-    for kind in rule.types:
-        role = rule.dataset_role or _DEFAULT_ROLE[kind]
-        item = gate.newest(kind, role)
-        if item is None:
-            measured[kind] = None
-            missing.append(gate.missing(kind, role).removeprefix("missing evidence: "))
-            continue
-        age = (gate.now - _parse_ts(item.ts)).total_seconds()
-        measured[kind] = {"seq": item.seq, "age": _age(age)}
-        seqs.append(item.seq)
-        if limit is not None and age > limit:
-            stale.append(f"{kind} evidence seq {item.seq} is {_age(age)} old, older than {rule.max_age}")
-    if stale:
-        return _result(rule, "fail", "; ".join(stale + missing), measured=measured, threshold=threshold,
-                       evidence=seqs)
-    if missing:
-        return _result(rule, "missing_evidence", "missing evidence: " + "; ".join(missing), measured=measured,
-                       threshold=threshold, evidence=seqs)
-    within = f" within {rule.max_age}" if rule.max_age else ""
-    return _result(rule, "pass", f"{', '.join(rule.types)} evidence bound to this artifact is present{within}",
-                   measured=measured, threshold=threshold, evidence=seqs)
-
-
-def _approval(rule: ApprovalRule, gate: _Gate) -> RuleResult:
-    threshold: dict[str, JsonValue] = {"quorum": rule.quorum, "roles": list(rule.roles),
-                                       "exclude_trainer": rule.exclude_trainer, "meaning": rule.meaning}
-    trainers = {gate.model.registered_by} | ({gate.model.trained_by} if gate.model.trained_by else set())
-    counted: dict[str, int] = {}
-    skipped: list[str] = []
-    for a in sorted(gate.inputs.approvals, key=lambda a: a.seq):
-        if rule.meaning is not None and a.meaning != rule.meaning:
-            skipped.append(f"{a.signer} signed {a.meaning!r}, not {rule.meaning!r}")
-        elif not set(rule.roles) & set(a.roles):
-            skipped.append(f"{a.signer} held none of the roles {', '.join(rule.roles)}")
-        elif rule.exclude_trainer and a.signer in trainers:
-            skipped.append(f"{a.signer} trained or registered the model (separation of duties)")
-        elif a.signer in counted:
-            skipped.append(f"{a.signer} signed more than once and counts once")
-        else:
-            counted[a.signer] = a.seq
-    measured: dict[str, JsonValue] = {"approvals": len(counted), "signers": list(sorted(counted))}
-    roles = " or ".join(rule.roles)
-    text = f"{len(counted)} of {rule.quorum} approval{'s' if rule.quorum > 1 else ''} by {roles}"
-    text += f" ({', '.join(sorted(counted))})" if counted else ""
-    text += f"; not counted: {'; '.join(skipped)}" if skipped else ""
-    outcome: RuleOutcome = "pass" if len(counted) >= rule.quorum else "needs_approval"
-    return _result(rule, outcome, text, measured=measured, threshold=threshold, evidence=list(counted.values()))
-
-
 def _cel_message(exc: Exception) -> str:
     text = str(exc.args[0]) if exc.args else str(exc)
     text = text.split(" (in activation", 1)[0]
@@ -681,14 +394,14 @@ def _cel_message(exc: Exception) -> str:
     return text[:300]
 
 
-def _custom(rule: CustomRule, gate: _Gate) -> RuleResult:
+def _custom(rule: CustomRule, gate: Gate) -> RuleResult:
     threshold: dict[str, JsonValue] = {"expression": rule.expression}
     tree, reads = compile_cel(rule.expression)
-    items = {k: gate.newest(k, _DEFAULT_ROLE[k]) for k in _KINDS}
+    items = {k: gate.newest(k, DEFAULT_ROLE[k]) for k in EVIDENCE_KINDS}
     absent = [k for k in sorted(reads) if items[k] is None]
     if absent:
-        return _result(rule, "missing_evidence", "; ".join(gate.missing(k, _DEFAULT_ROLE[k]) for k in absent),
-                       threshold=threshold)
+        return rule_result(rule, "missing_evidence", "; ".join(gate.missing(k, DEFAULT_ROLE[k]) for k in absent),
+                           threshold=threshold)
     activation: dict[str, Any] = {k: json_to_cel(e.values) for k, e in items.items() if e is not None}
     activation["model"] = json_to_cel({"name": gate.model.name, "version": gate.model.version})
     seqs = [e.seq for k, e in items.items() if e is not None and k in reads]
@@ -696,16 +409,16 @@ def _custom(rule: CustomRule, gate: _Gate) -> RuleResult:
         value = celpy.Environment().program(tree).evaluate(activation)
     except CELEvalError as exc:
         error = _cel_message(exc)
-        return _result(rule, "fail", f"the expression failed: {error}", measured={"error": error},
-                       threshold=threshold, evidence=seqs)
+        return rule_result(rule, "fail", f"the expression failed: {error}", measured={"error": error},
+                           threshold=threshold, evidence=seqs)
     except Exception as exc:  # a CEL library failure fails closed, with the reason
         error = f"{type(exc).__name__}: {_cel_message(exc)}"
-        return _result(rule, "fail", f"the expression failed: {error}", measured={"error": error},
-                       threshold=threshold, evidence=seqs)
+        return rule_result(rule, "fail", f"the expression failed: {error}", measured={"error": error},
+                           threshold=threshold, evidence=seqs)
     if not isinstance(value, BoolType):
         shown = json.dumps(value, cls=CELJSONEncoder)[:100]
-        return _result(rule, "fail", f"the expression returned {type(value).__name__} {shown}, not a bool",
-                       measured={"result": shown}, threshold=threshold, evidence=seqs)
+        return rule_result(rule, "fail", f"the expression returned {type(value).__name__} {shown}, not a bool",
+                           measured={"result": shown}, threshold=threshold, evidence=seqs)
     result = bool(value)
-    return _result(rule, "pass" if result else "fail", f"the expression is {str(result).lower()}",
-                   measured=result, threshold=threshold, evidence=seqs)
+    return rule_result(rule, "pass" if result else "fail", f"the expression is {str(result).lower()}",
+                       measured=result, threshold=threshold, evidence=seqs)
