@@ -1,4 +1,5 @@
-"""Shared pieces of the evidence evaluators: the result base, input checks, group coding.
+"""Shared pieces of the evidence evaluators: the model bases, input checks, group coding and
+confusion counts.
 
 Invariants every evaluator relies on:
 (1) labels and predictions are checked together: no nulls, at most two distinct values across
@@ -14,9 +15,10 @@ Rates with a zero denominator are ``None``, never NaN.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from importlib import metadata
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -27,13 +29,17 @@ from ledger.errors import InputError
 
 __all__ = [
     "EvidenceResult",
+    "GroupCounts",
     "Grouping",
     "JsonScalar",
     "Strict",
     "check_binary",
     "check_scores",
+    "confusion_cells",
+    "confusion_table",
     "div",
     "encode_features",
+    "find",
     "library_versions",
     "to_scalar",
 ]
@@ -42,12 +48,14 @@ JsonScalar = str | int | float | bool
 BoolArray = npt.NDArray[np.bool_]
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
+T = TypeVar("T")
 
 
 class Strict(BaseModel):
-    """A frozen, closed model that refuses NaN and infinity."""
+    """A frozen, closed model that refuses NaN and infinity; a string literal under a field
+    becomes its description."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, use_attribute_docstrings=True)
 
 
 class EvidenceResult(Strict):
@@ -63,6 +71,26 @@ class EvidenceResult(Strict):
 
     def summary(self) -> dict[str, Any]:  # pragma: no cover - every subclass overrides
         raise NotImplementedError
+
+
+class GroupCounts(Strict):
+    """A group's key, its label and its confusion counts; the first fields of every group row."""
+
+    key: tuple[JsonScalar, ...]
+    label: str
+    count: int
+    tn: int
+    fp: int
+    fn: int
+    tp: int
+
+
+def find(items: Iterable[T], name: str, key: Callable[[T], str]) -> T:
+    """The first of ``items`` whose ``key`` is ``name``; ``KeyError(name)`` if there is none."""
+    for item in items:
+        if key(item) == name:
+            return item
+    raise KeyError(name)
 
 
 def library_versions(*names: str) -> dict[str, str]:
@@ -216,3 +244,15 @@ def encode_features(sensitive_features: pd.DataFrame | pd.Series, *, n: int) -> 
     if len(frame) != n:
         raise InputError(f"sensitive_features has {len(frame)} rows but y_true has {n}")
     return [_encode(frame.iloc[:, i], names[i]) for i in range(len(names))]
+
+
+def confusion_cells(y_true: BoolArray, y_pred: BoolArray) -> IntArray:
+    """Each row's confusion cell: 0 TN, 1 FP, 2 FN, 3 TP."""
+    return (y_true.astype(np.int64) << 1) | y_pred
+
+
+def confusion_table(g: Grouping, cell: IntArray) -> IntArray:
+    """TN, FP, FN, TP counts per group, in one ``np.bincount``: row 0 is "unknown" (code -1),
+    row ``i + 1`` is group ``i``."""
+    k = len(g.keys) + 1
+    return np.bincount(((g.codes + 1) << 2) | cell, minlength=k * 4).reshape(k, 4)

@@ -15,7 +15,7 @@ Invariants:
 * The KS, chi-square, Jensen-Shannon and Wasserstein values equal scipy's on the same inputs:
   ``ks_2samp`` (method "auto"), ``chi2_contingency`` on the 2 x k table of non-empty bins (scipy's
   defaults, so Yates' correction when k == 2), ``jensenshannon(base=2)`` on the bin shares, and
-  ``wasserstein_distance``. Above ``_KS_EXACT_MAX`` values per side the KS statistic and the
+  ``wasserstein_distance``. Above ``KS_EXACT_MAX`` values per side the KS statistic and the
   Wasserstein distance are computed here from one merged sort (scipy's formulas, several times
   faster), and the p-value comes from ``scipy.stats.kstwo`` exactly as ``ks_2samp`` takes it.
 * Which statistic decides (see :class:`DriftThresholds`): a feature **drifts** if any deciding
@@ -36,11 +36,21 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd  # type: ignore[import-untyped]  # no pandas-stubs installed
 import scipy  # type: ignore[import-untyped]  # no scipy-stubs installed
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 from scipy import stats
-from scipy.spatial.distance import jensenshannon  # type: ignore[import-untyped]
 
 from ledger.errors import InputError
+
+from ._common import EvidenceResult, Strict, find
+from ._drift_stats import (
+    KS_EXACT_MAX,
+    PSI_EPSILON,
+    category_bins,
+    js_distance,
+    ks_wasserstein,
+    population_stability,
+    quantile_bins,
+)
 
 __all__ = [
     "PSI_EPSILON",
@@ -53,23 +63,12 @@ __all__ = [
 
 TOOL: Final = "mlledger.drift"
 
-PSI_EPSILON: Final = 1e-4
-"""Share given to an empty bin in PSI; Evidently's ``get_binned_data`` uses the same 0.0001."""
-
-_KS_EXACT_MAX: Final = 10_000
-"""scipy's ``ks_2samp`` ``MAX_AUTO_N``: method "auto" is exact up to this many values per side."""
-
-_MODEL = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, use_attribute_docstrings=True)
-
 Status = Literal["ok", "warn", "drift", "no_data"]
 FloatArray = npt.NDArray[np.float64]
-IntArray = npt.NDArray[np.int64]
 
 
-class DriftThresholds(BaseModel):
+class DriftThresholds(Strict):
     """When a feature warns or drifts, and when the whole dataset drifts."""
-
-    model_config = _MODEL
 
     psi_warn: float = Field(default=0.1, gt=0)
     """PSI at or above this warns: below 0.1 a population is stable (Siddiqi 2006, "Credit Risk
@@ -98,9 +97,7 @@ class DriftThresholds(BaseModel):
         return self
 
 
-class _FeatureDrift(BaseModel):
-    model_config = _MODEL
-
+class _FeatureDrift(Strict):
     name: str
     status: Status
     reasons: tuple[str, ...]
@@ -146,14 +143,10 @@ class CategoricalDrift(_FeatureDrift):
 FeatureDrift = Annotated[NumericDrift | CategoricalDrift, Field(discriminator="kind")]
 
 
-class DriftResult(BaseModel):
+class DriftResult(EvidenceResult):
     """Drift evidence: ``to_json()`` is all of it, ``summary()`` what a gate reads."""
 
-    model_config = _MODEL
-
     tool: str = TOOL
-    libraries: dict[str, str]
-    config: dict[str, Any]
     n_reference: int
     n_current: int
     features: tuple[FeatureDrift, ...]
@@ -164,13 +157,7 @@ class DriftResult(BaseModel):
     dataset_drift: bool
 
     def feature(self, name: str) -> NumericDrift | CategoricalDrift:
-        for f in self.features:
-            if f.name == name:
-                return f
-        raise KeyError(name)
-
-    def to_json(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
+        return find(self.features, name, lambda f: f.name)
 
     def summary(self) -> dict[str, Any]:
         psis = [f.psi for f in self.features if f.psi is not None]
@@ -271,7 +258,7 @@ def drift_report(
         "bin_edges": "reference quantiles k/bins (numpy 'linear'), duplicates merged, open outer bins",
         "psi_epsilon": PSI_EPSILON,
         "js_base": 2,
-        "ks_method": f"scipy ks_2samp 'auto' (exact when both sides <= {_KS_EXACT_MAX} values)",
+        "ks_method": f"scipy ks_2samp 'auto' (exact when both sides <= {KS_EXACT_MAX} values)",
         "chi2": "scipy chi2_contingency defaults on the 2 x k table of non-empty bins",
         "wasserstein_norm": "reference population std (ddof=0)",
         "prediction_kind": kind,
@@ -353,18 +340,10 @@ def _numeric(name: str, ref: FloatArray, cur: FloatArray, th: DriftThresholds, b
 
     # (3) Sort once per side; bins from the reference quantiles; KS and Wasserstein.
     sr, sc = np.sort(r), np.sort(c)
-    edges = np.unique(_quantiles_sorted(sr, np.arange(1, bins) / bins))
-    cr, cc = _bin_counts(sr, edges), _bin_counts(sc, edges)
-    if max(sr.size, sc.size) <= _KS_EXACT_MAX:
-        ks = stats.ks_2samp(sr, sc)
-        d, p = float(ks.statistic), float(ks.pvalue)
-        w = float(stats.wasserstein_distance(sr, sc))
-    else:
-        d, w = _ks_wasserstein_sorted(sr, sc)
-        m, n = float(sr.size), float(sc.size)
-        p = float(np.clip(stats.kstwo.sf(d, np.round(m * n / (m + n))), 0, 1))
+    edges, cr, cc = quantile_bins(sr, sc, bins)
+    d, p, w = ks_wasserstein(sr, sc)
     std = None if sr[0] == sr[-1] else float(np.std(sr))
-    psi, js = _psi(cr, cc), _js(cr, cc)
+    psi, js = population_stability(cr, cc), js_distance(cr, cc)
 
     # (5) Status.
     status, reasons = _status(psi, js, "ks_pvalue", p, th.ks_pvalue, th)
@@ -380,61 +359,6 @@ def _dropna(a: FloatArray) -> tuple[FloatArray, int]:
     nan = np.isnan(a)
     n = int(nan.sum())
     return (a[~nan] if n else a), n
-
-
-def _quantiles_sorted(s: FloatArray, q: FloatArray) -> FloatArray:
-    """``np.quantile(s, q)`` (method "linear") of an already sorted ``s``, without re-partitioning it.
-
-    Same arithmetic as numpy's, so the same bits: index ``(n-1) q``, then numpy's ``_lerp``.
-    """
-    v = (s.size - 1) * q
-    lo = np.floor(v).astype(np.intp)
-    a, b = s[lo], s[np.minimum(lo + 1, s.size - 1)]
-    gamma = v - lo
-    step = b - a
-    out = a + step * gamma
-    np.subtract(b, step * (1 - gamma), out=out, where=gamma >= 0.5)
-    return out
-
-
-def _bin_counts(sorted_values: FloatArray, edges: FloatArray) -> IntArray:
-    """Values per bin (-inf, e0], (e0, e1], ..., (e_last, inf) of already sorted values."""
-    cuts = np.searchsorted(sorted_values, edges, side="right")
-    return np.diff(np.concatenate(([0], cuts, [sorted_values.size]))).astype(np.int64)
-
-
-def _ks_wasserstein_sorted(sr: FloatArray, sc: FloatArray) -> tuple[float, float]:
-    """KS statistic and Wasserstein-1 distance of two sorted samples, as scipy computes them.
-
-    scipy evaluates both empirical CDFs (right-continuous) at every pooled value; here one stable
-    merge of the two sorted runs gives those counts with a cumulative sum instead of two binary
-    searches per value. Tied values take the counts at the end of their run.
-    """
-    n1, n2 = sr.size, sc.size
-    pooled = np.concatenate((sr, sc))
-    order = np.argsort(pooled, kind="stable")
-    merged = pooled[order]
-    count_r = np.cumsum(order < n1)  # reference values among merged[:k+1]
-    del pooled, order
-    new_value = merged[1:] != merged[:-1]
-    if new_value.all():
-        count_c = np.arange(1, merged.size + 1)
-    else:
-        ends = np.append(np.flatnonzero(new_value), merged.size - 1)
-        end = np.repeat(ends, np.diff(ends, prepend=-1))
-        count_r, count_c = count_r[end], end + 1
-    count_c -= count_r
-    # In place, but the same float operations as scipy: cdf_r - cdf_c, then |.| and the deltas.
-    diff = count_r / n1
-    work = count_c / n2
-    np.subtract(diff, work, out=diff)
-    min_s = float(np.clip(-diff.min(), 0, 1))
-    max_s = float(diff.max())
-    d = min_s if min_s > max_s else max_s
-    np.abs(diff, out=diff)
-    np.subtract(merged[1:], merged[:-1], out=work[:-1])
-    w = float(np.vecdot(diff[:-1], work[:-1]))
-    return d, w
 
 
 def _categorical(name: str, ref: pd.Series, cur: pd.Series, th: DriftThresholds) -> CategoricalDrift:
@@ -453,24 +377,18 @@ def _categorical(name: str, ref: pd.Series, cur: pd.Series, th: DriftThresholds)
                                 chi2_statistic=None, chi2_pvalue=None, chi2_dof=None)
 
     # (4) Reference categories, one bin each, then the unseen bucket.
-    labels = [str(x) for x in vr.index]
-    order = sorted(range(len(labels)), key=labels.__getitem__)
-    seen = vc.index.isin(vr.index)
-    cr = np.append(vr.to_numpy(dtype=np.int64)[order], 0)
-    cc = np.append(vc.reindex(vr.index, fill_value=0).to_numpy(dtype=np.int64)[order],
-                   int(vc[~seen].sum()))
+    categories, unseen, cr, cc = category_bins(vr, vc)
     table = np.vstack((cr, cc))
     chi2 = stats.chi2_contingency(table[:, table.sum(axis=0) > 0])
     p = float(chi2.pvalue)
-    psi, js = _psi(cr, cc), _js(cr, cc)
+    psi, js = population_stability(cr, cc), js_distance(cr, cc)
 
     # (5) Status.
     status, reasons = _status(psi, js, "chi2_pvalue", p, th.chi2_pvalue, th)
     return CategoricalDrift(
         **base, status=status, reasons=reasons,
         counts_reference=tuple(cr.tolist()), counts_current=tuple(cc.tolist()), psi=psi, js_distance=js,
-        categories=tuple(labels[i] for i in order),
-        unseen_categories=tuple(sorted(str(x) for x in vc.index[~seen])),
+        categories=categories, unseen_categories=unseen,
         chi2_statistic=float(chi2.statistic), chi2_pvalue=p, chi2_dof=int(chi2.dof),
     )
 
@@ -481,25 +399,6 @@ def _no_data(n_r: int, n_c: int) -> dict[str, Any]:
         "status": "no_data", "reasons": (f"no non-missing values in {' and '.join(sides)}",),
         "counts_reference": (), "counts_current": (), "psi": None, "js_distance": None,
     }
-
-
-def _psi(cr: IntArray, cc: IntArray) -> float:
-    """Population stability index of two bin-count vectors, empty bins at PSI_EPSILON."""
-    pr, pc = cr / cr.sum(), cc / cc.sum()
-    pr = np.where(pr == 0, PSI_EPSILON, pr)
-    pc = np.where(pc == 0, PSI_EPSILON, pc)
-    return float(np.sum((pc - pr) * np.log(pc / pr)))
-
-
-def _js(cr: IntArray, cc: IntArray) -> float:
-    """Jensen-Shannon distance (base 2) of the bin shares.
-
-    For (near-)identical shares rounding can leave the divergence a hair below zero, where scipy's
-    square root gives NaN; the distance there is 0.
-    """
-    with np.errstate(invalid="ignore"):
-        js = float(jensenshannon(cr / cr.sum(), cc / cc.sum(), base=2))
-    return 0.0 if np.isnan(js) else js
 
 
 def _status(

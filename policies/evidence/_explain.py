@@ -42,7 +42,6 @@ import numpy.typing as npt
 import pandas as pd  # type: ignore[import-untyped]  # no pandas-stubs installed
 import scipy  # type: ignore[import-untyped]  # no scipy-stubs installed
 import sklearn  # type: ignore[import-untyped]
-from pydantic import BaseModel, ConfigDict
 from scipy import stats
 from sklearn.exceptions import NotFittedError  # type: ignore[import-untyped]
 from sklearn.inspection import permutation_importance  # type: ignore[import-untyped]
@@ -50,6 +49,8 @@ from sklearn.metrics import get_scorer  # type: ignore[import-untyped]
 from sklearn.utils.validation import check_is_fitted  # type: ignore[import-untyped]
 
 from ledger.errors import InputError
+
+from ._common import EvidenceResult, Strict, find
 
 __all__ = [
     "DEFAULT_PROXY_THRESHOLD",
@@ -65,15 +66,11 @@ TOOL: Final = "mlledger.explainability"
 DEFAULT_PROXY_THRESHOLD: Final = 0.5
 SHAP_INSTALL: Final = "SHAP values need the optional 'shap' package: pip install 'mlledger[shap]'"
 
-_MODEL = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, use_attribute_docstrings=True)
-
 Measure = Literal["cramers_v", "correlation_ratio", "abs_pearson_r"]
 
 
-class FeatureImportance(BaseModel):
+class FeatureImportance(Strict):
     """Permutation importance of one feature: the drop in score when it is shuffled."""
-
-    model_config = _MODEL
 
     feature: str
     rank: int
@@ -84,10 +81,8 @@ class FeatureImportance(BaseModel):
     """One value per repeat."""
 
 
-class ProxyAssociation(BaseModel):
+class ProxyAssociation(Strict):
     """How strongly a top-k feature goes with one sensitive attribute."""
-
-    model_config = _MODEL
 
     feature: str
     sensitive: str
@@ -100,14 +95,10 @@ class ProxyAssociation(BaseModel):
     """``value >= proxy_threshold``."""
 
 
-class ExplainResult(BaseModel):
+class ExplainResult(EvidenceResult):
     """Explainability evidence: ``to_json()`` is all of it, ``summary()`` what a gate reads."""
 
-    model_config = _MODEL
-
     tool: str = TOOL
-    libraries: dict[str, str]
-    config: dict[str, Any]
     seed: int
     n_rows: int
     importances: tuple[FeatureImportance, ...]
@@ -125,13 +116,7 @@ class ExplainResult(BaseModel):
         return tuple(a for a in self.associations if a.proxy)
 
     def importance(self, feature: str) -> FeatureImportance:
-        for f in self.importances:
-            if f.feature == feature:
-                return f
-        raise KeyError(feature)
-
-    def to_json(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
+        return find(self.importances, feature, lambda f: f.feature)
 
     def summary(self) -> dict[str, Any]:
         return {

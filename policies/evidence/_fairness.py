@@ -43,13 +43,17 @@ from ledger.errors import InputError
 
 from ._common import (
     EvidenceResult,
+    GroupCounts,
     Grouping,
     JsonScalar,
     Strict,
     check_binary,
     check_scores,
+    confusion_cells,
+    confusion_table,
     div,
     encode_features,
+    find,
     library_versions,
     to_scalar,
 )
@@ -61,16 +65,9 @@ INTERSECTION = " & "
 _RESERVED = frozenset({"n", "theil_index"})
 
 
-class FairnessGroup(Strict):
+class FairnessGroup(GroupCounts):
     """One group's confusion counts and rates (None where a denominator is zero)."""
 
-    key: tuple[JsonScalar, ...]
-    label: str
-    count: int
-    tn: int
-    fp: int
-    fn: int
-    tp: int
     selection_rate: float
     tpr: float | None
     fpr: float | None
@@ -121,10 +118,7 @@ class FairnessGrouping(Strict):
     disparities: FairnessDisparities
 
     def group(self, label: str) -> FairnessGroup:
-        for g in self.groups:
-            if g.label == label:
-                return g
-        raise KeyError(label)
+        return find(self.groups, label, lambda g: g.label)
 
 
 class FairnessResult(EvidenceResult):
@@ -138,10 +132,7 @@ class FairnessResult(EvidenceResult):
 
     def grouping(self, name: str) -> FairnessGrouping:
         """The grouping called ``name``: a feature, or features joined by " & "."""
-        for g in self.groupings:
-            if g.name == name:
-                return g
-        raise KeyError(name)
+        return find(self.groupings, name, lambda g: g.name)
 
     def summary(self) -> dict[str, Any]:
         out: dict[str, Any] = {"n": self.n, "theil_index": self.theil_index}
@@ -199,7 +190,7 @@ def fairness_report(
             groupings.append(_combine(features))
     _check_names(groupings)
     wanted = _privileged(privileged, groupings)
-    cell = (yt.astype(np.int64) << 1) | yp  # 0 TN, 1 FP, 2 FN, 3 TP
+    cell = confusion_cells(yt, yp)
     above = None if score is None else score > np.median(score)
     # (3)-(5) per grouping
     reports = [_grouping_report(g, cell, above, min_group_size, wanted.get(g.name)) for g in groupings]
@@ -305,9 +296,8 @@ def _grouping_report(g: Grouping, cell: npt.NDArray[np.int64], above: npt.NDArra
                      min_group_size: int, wanted: tuple[JsonScalar, ...] | None) -> FairnessGrouping:
     k = len(g.keys)
     labels = g.labels
-    shifted = g.codes + 1  # 0 is "unknown"
     # (3) one pass for the confusion table, one for the scoring counts
-    table = np.bincount((shifted << 2) | cell, minlength=(k + 1) * 4).reshape(k + 1, 4)
+    table = confusion_table(g, cell)
     counts = table.sum(axis=1)
     sel = ((table[:, 1] + table[:, 3]) / np.maximum(counts, 1)).tolist()
     known_sel = sel[1:]
@@ -318,7 +308,8 @@ def _grouping_report(g: Grouping, cell: npt.NDArray[np.int64], above: npt.NDArra
     for i in range(k + 1):
         ll144[i]["impact_ratio"] = div(sel[i], top) if i else None
     if above is not None:
-        rates = (np.bincount(shifted[above], minlength=k + 1) / np.maximum(counts, 1)).tolist()
+        # row 0 is "unknown", as in the confusion table
+        rates = (np.bincount(g.codes[above] + 1, minlength=k + 1) / np.maximum(counts, 1)).tolist()
         top_scoring = max(rates[1:])
         min_scoring = div(min(rates[1:]), top_scoring)
         for i in range(k + 1):

@@ -24,13 +24,16 @@ from ledger.errors import InputError
 
 from ._common import (
     EvidenceResult,
+    GroupCounts,
     Grouping,
-    JsonScalar,
     Strict,
     check_binary,
     check_scores,
+    confusion_cells,
+    confusion_table,
     div,
     encode_features,
+    find,
     library_versions,
     to_scalar,
 )
@@ -58,16 +61,9 @@ class CalibrationBin(Strict):
     observed_rate: float
 
 
-class PerformanceGroup(Strict):
+class PerformanceGroup(GroupCounts):
     """The metrics of one group, or of the whole sample (``key == ()``)."""
 
-    key: tuple[JsonScalar, ...]
-    label: str
-    count: int
-    tn: int
-    fp: int
-    fn: int
-    tp: int
     accuracy: float
     precision: float | None
     recall: float | None
@@ -86,10 +82,7 @@ class PerformanceFeature(Strict):
     unknown: PerformanceGroup | None
 
     def group(self, label: str) -> PerformanceGroup:
-        for g in self.groups:
-            if g.label == label:
-                return g
-        raise KeyError(label)
+        return find(self.groups, label, lambda g: g.label)
 
 
 class PerformanceResult(EvidenceResult):
@@ -101,10 +94,7 @@ class PerformanceResult(EvidenceResult):
     features: tuple[PerformanceFeature, ...]
 
     def feature(self, name: str) -> PerformanceFeature:
-        for f in self.features:
-            if f.name == name:
-                return f
-        raise KeyError(name)
+        return find(self.features, name, lambda f: f.name)
 
     def summary(self) -> dict[str, Any]:
         """Overall metrics, and per feature the worst known group's (undefined values skipped)."""
@@ -145,7 +135,7 @@ def performance_report(
     clash = sorted({f.name for f in features} & {"n", *_HEADLINE})
     if clash:
         raise InputError(f"sensitive feature names {clash} clash with summary keys; rename the columns")
-    cell = (yt.astype(np.int64) << 1) | yp  # 0 TN, 1 FP, 2 FN, 3 TP
+    cell = confusion_cells(yt, yp)
     edges = np.linspace(0.0, 1.0, n_bins + 1)
     binids = None if score is None else np.searchsorted(edges[1:-1], score)
     everyone = Grouping("", (), np.zeros(n, dtype=np.int64), ((),))
@@ -173,7 +163,7 @@ def _metrics(g: Grouping, cell: npt.NDArray[np.int64], yt: npt.NDArray[np.bool_]
     k, n_bins = len(g.keys) + 1, len(edges) - 1
     codes = g.codes + 1
     # (3) confusion counts
-    table = np.bincount((codes << 2) | cell, minlength=k * 4).reshape(k, 4)
+    table = confusion_table(g, cell)
     extra: list[dict[str, Any]] = [{} for _ in range(k)]
     if score is not None and binids is not None:
         # (4) ranks within each group give ROC AUC

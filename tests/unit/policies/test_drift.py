@@ -22,9 +22,9 @@ from policies.evidence._drift import (
     CategoricalDrift,
     DriftThresholds,
     NumericDrift,
-    _ks_wasserstein_sorted,
     drift_report,
 )
+from policies.evidence._drift_stats import ks_wasserstein_sorted as _ks_wasserstein_sorted
 
 TOL = 1e-12
 A1 = pd.DataFrame({"a": [1.0]})
