@@ -13,7 +13,6 @@ import os
 import queue
 import re
 import stat
-import tempfile
 import threading
 import zipfile
 import zlib
@@ -348,24 +347,8 @@ def _load_state(path: Path) -> dict[str, Any]:
 
 def _save_state(path: Path, state: dict[str, Any]) -> None:
     """Temp file, fsync, rename over the old state, fsync the directory."""
-    data = json.dumps(state, sort_keys=True, indent=1).encode() + b"\n"
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    try:
-        dfd = os.open(path.parent, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    from ledger._fsutil import atomic_write
+
+    atomic_write(path, json.dumps(state, sort_keys=True, indent=1).encode() + b"\n")
 
 

@@ -8,10 +8,9 @@ re-hash the bytes and refuse a file whose content no longer matches its name.
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from pathlib import Path
 
+from ledger._fsutil import atomic_write
 from ledger.errors import InputError, IntegrityError
 
 __all__ = ["ArtifactStore"]
@@ -37,16 +36,7 @@ class ArtifactStore:
         if target.exists():
             return digest
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write(target, data)
         return digest
 
     def get(self, digest: str) -> bytes:
