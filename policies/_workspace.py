@@ -23,6 +23,12 @@ from ledger.events import Event
 
 __all__ = ["MAX_EVIDENCE_BYTES", "RegisteredDataset", "RegisteredModel", "Workspace"]
 
+#: Types skops does not trust by default that the allow-listed tree estimators need (plain
+#: array-holding classes of scikit-learn, no code execution on load).
+TRUSTED_TREE_TYPES = (
+    "sklearn.tree._tree.Tree",
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+)
 #: Evidence loads a dataset into memory; larger files are refused with this limit named.
 MAX_EVIDENCE_BYTES = 512 * 1024 * 1024
 _HEX = re.compile(r"^[0-9a-f]{12,64}$")
@@ -133,7 +139,7 @@ class Workspace:
 
     def models(self) -> list[RegisteredModel]:
         out = []
-        for e in self.ledger.iter(kind="model.registered"):
+        for e in self.ledger.iter(kind=["model.registered", "model.trained"]):
             p = e.payload
             out.append(RegisteredModel(e.seq, p["name"], p["version"], p["artifact_sha256"],
                                        tuple(p["features"]), p["target"]))
@@ -164,7 +170,7 @@ class Workspace:
         import skops.io as sio  # type: ignore[import-untyped]
 
         data = self.artifacts.get(model.artifact_sha256)
-        untrusted = sio.get_untrusted_types(data=data)
+        untrusted = [t for t in sio.get_untrusted_types(data=data) if t not in TRUSTED_TREE_TYPES]
         if untrusted:
             raise InputError(
                 f"model {model.ref}: the artifact contains types skops does not trust by default "

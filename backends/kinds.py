@@ -1,0 +1,53 @@
+"""Payload models of ``model.trained`` and ``model.deployed`` (DESIGN.md section 3).
+
+Registered through the ``mlledger.kinds`` entry point. ``model.trained`` carries
+``name``, ``version``, ``artifact_sha256`` and ``training_data`` under the same names as
+``model.registered``: the registry views (``policies._governance.model_versions``) and the
+gate read them from either kind.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, JsonValue, StringConstraints
+
+from ledger.events import Payload, Sha256Hex, register
+from policies.kinds import Column, Identifier, Short, Stage
+
+__all__ = ["ModelDeployed", "ModelTrained"]
+
+BackendName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_-]{0,63}$")]
+CodeVersion = Annotated[str, StringConstraints(pattern=r"^(git:[0-9a-f]{40}([0-9a-f]{24})?|spec:[0-9a-f]{64})$")]
+
+
+@register("model.trained")
+class ModelTrained(Payload):
+    """A model version trained by a backend from a spec, with everything needed to retrain it."""
+
+    name: Identifier
+    version: Annotated[int, Field(ge=1)]
+    artifact_sha256: Sha256Hex
+    format: Literal["skops"]
+    spec_sha256: Sha256Hex
+    spec: dict[str, JsonValue]
+    params: dict[str, JsonValue]
+    training_data: Annotated[list[Sha256Hex], Field(min_length=1)]
+    code_version: CodeVersion
+    environment: dict[str, Short]
+    metrics: dict[str, float]
+    wall_time_s: Annotated[float, Field(ge=0)]
+    features: Annotated[list[Column], Field(min_length=1)]
+    target: Column
+    backend: BackendName
+
+
+@register("model.deployed")
+class ModelDeployed(Payload):
+    """A promoted model version made servable at a stage."""
+
+    model: Identifier  # NAME@VERSION
+    artifact_sha256: Sha256Hex
+    stage: Stage
+    backend: BackendName
+    promotion_seq: Annotated[int, Field(ge=0)]
