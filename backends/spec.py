@@ -8,7 +8,10 @@ Invariants:
 (3) every estimator parameter is one the estimator accepts (``get_params()``), checked before
     anything is trained;
 (4) the model's inputs are ``features`` minus ``sensitive`` unless ``include_sensitive: true``;
-    the target is never an input.
+    the target is never an input;
+(5) an optional fairlearn ``mitigation`` needs ``sensitive`` columns (its groups); ``eps`` belongs
+    to exponentiated_gradient, ``objective`` to threshold_optimizer, and exponentiated_gradient
+    needs an estimator whose ``fit`` takes ``sample_weight``.
 """
 
 from __future__ import annotations
@@ -16,14 +19,14 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Final
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, StringConstraints, ValidationError
 
 from ledger.errors import InputError
 from policies._yaml import compose_mapping, did_you_mean, first_error, locate, type_mismatch
 
-__all__ = ["ESTIMATORS", "DatasetRefs", "EstimatorSpec", "LoadedSpec", "TrainingSpec",
+__all__ = ["ESTIMATORS", "DatasetRefs", "EstimatorSpec", "LoadedSpec", "MitigationSpec", "TrainingSpec",
            "load_spec", "parse_spec"]
 
 #: Estimator name -> (module, class). The only estimators a spec may name.
@@ -56,6 +59,16 @@ class EstimatorSpec(_Strict):
     params: dict[str, JsonValue] = Field(default_factory=dict)
 
 
+class MitigationSpec(_Strict):
+    """A fairlearn mitigation over the spec's ``sensitive`` columns (step (5))."""
+
+    method: Literal["exponentiated_gradient", "threshold_optimizer"]
+    constraint: Literal["demographic_parity", "equalized_odds", "true_positive_rate_parity",
+                        "false_positive_rate_parity"]
+    eps: Annotated[float, Field(gt=0.0, le=1.0)] | None = None
+    objective: Literal["accuracy_score", "balanced_accuracy_score"] | None = None
+
+
 class TrainingSpec(_Strict):
     name: Identifier
     datasets: DatasetRefs
@@ -65,6 +78,7 @@ class TrainingSpec(_Strict):
     include_sensitive: bool = False
     estimator: EstimatorSpec
     seed: Annotated[int, Field(ge=0, le=2**32 - 1)] = 0
+    mitigation: MitigationSpec | None = None
 
     @property
     def inputs(self) -> list[str]:
@@ -117,6 +131,7 @@ def parse_spec(raw: bytes, source: str, *, path: Path | None = None) -> LoadedSp
         raise InputError(f"{source}:{line}: {key}: {msg}") from None
     _check_estimator(spec, node, source)
     _check_columns(spec, node, source)
+    _check_mitigation(spec, node, source)
     return LoadedSpec(spec, raw, hashlib.sha256(raw).hexdigest(), path)
 
 
@@ -124,7 +139,8 @@ def _allowed_keys(path: list[int | str]) -> list[str]:
     model: type[BaseModel] = TrainingSpec
     for part in path:
         field = model.model_fields.get(str(part))
-        subs: dict[str, type[BaseModel]] = {"datasets": DatasetRefs, "estimator": EstimatorSpec}
+        subs: dict[str, type[BaseModel]] = {"datasets": DatasetRefs, "estimator": EstimatorSpec,
+                                            "mitigation": MitigationSpec}
         sub = subs.get(str(part))
         if field is None or sub is None:
             break
@@ -164,3 +180,30 @@ def _check_columns(spec: TrainingSpec, node: Any, source: str) -> None:
     if not spec.inputs:
         raise InputError(f"{source}:{_line(node, 'features')}: features: no input is left once the "
                          "sensitive features are excluded (set include_sensitive: true to use them)")
+
+
+def takes_sample_weight(estimator: Any) -> bool:
+    """Whether ``estimator.fit`` accepts ``sample_weight`` (ExponentiatedGradient reweights through it)."""
+    from sklearn.utils.validation import has_fit_parameter  # type: ignore[import-untyped]
+
+    return bool(has_fit_parameter(estimator, "sample_weight"))
+
+
+def _check_mitigation(spec: TrainingSpec, node: Any, source: str) -> None:
+    """Step (5)."""
+    mit = spec.mitigation
+    if mit is None:
+        return
+    if not spec.sensitive:
+        raise InputError(f"{source}:{_line(node, 'mitigation')}: mitigation: needs the sensitive features "
+                         "it equalises across; list them under 'sensitive'")
+    if mit.method == "threshold_optimizer" and mit.eps is not None:
+        raise InputError(f"{source}:{_line(node, 'mitigation', 'eps')}: mitigation.eps: only "
+                         "exponentiated_gradient takes eps (threshold_optimizer takes objective)")
+    if mit.method == "exponentiated_gradient" and mit.objective is not None:
+        raise InputError(f"{source}:{_line(node, 'mitigation', 'objective')}: mitigation.objective: only "
+                         "threshold_optimizer takes objective (exponentiated_gradient takes eps)")
+    if mit.method == "exponentiated_gradient" and not takes_sample_weight(estimator_class(spec.estimator.name)()):
+        raise InputError(f"{source}:{_line(node, 'mitigation', 'method')}: mitigation.method: "
+                         f"exponentiated_gradient reweights the estimator, but {spec.estimator.name}.fit takes "
+                         "no sample_weight; use threshold_optimizer or another estimator")

@@ -227,7 +227,13 @@ def _predict(ws: Workspace, m: RegisteredModel, frame: Any, ds: RegisteredDatase
     if missing:
         raise InputError(f"dataset {ds.name} lacks the model's feature column(s) {', '.join(missing)}")
     est = ws.load_model(m)
-    X = frame[list(m.features)]
+    # A fairness-mitigated model (e.g. a threshold optimiser) reads its sensitive columns at
+    # predict time; it names them in ``sensitive``.
+    needed = [c for c in getattr(est, "sensitive", None) or [] if c not in m.features]
+    missing = [c for c in needed if c not in frame.columns]
+    if missing:
+        raise InputError(f"dataset {ds.name} lacks the sensitive column(s) {', '.join(missing)} the model needs")
+    X = frame[[*m.features, *needed]]
     y_pred = np.asarray(est.predict(X))
     y_score = None
     if hasattr(est, "predict_proba"):

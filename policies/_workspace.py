@@ -24,10 +24,14 @@ from ledger.events import Event
 __all__ = ["MAX_EVIDENCE_BYTES", "RegisteredDataset", "RegisteredModel", "Workspace"]
 
 #: Types skops does not trust by default that the allow-listed tree estimators need (plain
-#: array-holding classes of scikit-learn, no code execution on load).
+#: array-holding classes of scikit-learn, no code execution on load), and mlledger's own export
+#: of a fairlearn mitigation (``backends.local.MitigatedClassifier``: strings, an int, numpy
+#: arrays and fitted scikit-learn estimators, each checked by skops in turn; no ``__setstate__``
+#: or ``__reduce__``, so loading only fills its ``__dict__``).
 TRUSTED_TREE_TYPES = (
     "sklearn.tree._tree.Tree",
     "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+    "backends.local.MitigatedClassifier",
 )
 #: Evidence loads a dataset into memory; larger files are refused with this limit named.
 MAX_EVIDENCE_BYTES = 512 * 1024 * 1024
@@ -166,17 +170,18 @@ class Workspace:
         return 1 + max((m.version for m in self.models() if m.name == name), default=0)
 
     def load_model(self, model: RegisteredModel) -> Any:
-        """Load the skops artifact, trusting only the types skops trusts by default."""
+        """Load the skops artifact, trusting only skops' defaults plus TRUSTED_TREE_TYPES."""
         import skops.io as sio  # type: ignore[import-untyped]
 
         data = self.artifacts.get(model.artifact_sha256)
-        untrusted = [t for t in sio.get_untrusted_types(data=data) if t not in TRUSTED_TREE_TYPES]
+        extra = sio.get_untrusted_types(data=data)
+        untrusted = [t for t in extra if t not in TRUSTED_TREE_TYPES]
         if untrusted:
             raise InputError(
                 f"model {model.ref}: the artifact contains types skops does not trust by default "
                 f"({', '.join(untrusted)}); refusing to load it"
             )
-        return sio.loads(data)
+        return sio.loads(data, trusted=list(extra))
 
     # -- evidence ------------------------------------------------------------------
 

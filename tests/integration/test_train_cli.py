@@ -165,3 +165,14 @@ def test_deploy_refuses_a_tampered_artifact(world: Path) -> None:
     path.write_bytes(path.read_bytes() + b"x")
     assert "was modified" in run("deploy", "credit@1", "--stage", "staging", code=1)
     assert not entries("model.deployed") and not (world / ".mlledger" / "serving" / "staging.json").exists()
+
+
+def test_a_threshold_optimised_model_improves_the_recorded_impact_ratio(world: Path) -> None:
+    """The spec's fairlearn mitigation answers a failed four-fifths gate, end to end through evidence."""
+    run("train", "spec.yaml")
+    Path("fair.yaml").write_text(SPEC.replace("name: credit\n", "name: credit-fair\n") + (
+        "mitigation: {method: threshold_optimizer, constraint: demographic_parity}\n"))
+    run("train", "fair.yaml")
+    plain = json.loads(run("evidence", "fairness", "--model", "credit", "--data", "eval", "--format", "json"))
+    fair = json.loads(run("evidence", "fairness", "--model", "credit-fair", "--data", "eval", "--format", "json"))
+    assert fair["values"]["sex"]["demographic_parity_ratio"] > plain["values"]["sex"]["demographic_parity_ratio"]
