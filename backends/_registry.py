@@ -6,7 +6,10 @@ Invariants:
 (2) a backend that fails to import, to construct, or to satisfy the protocol (the
     methods ``train``, ``load``, ``predict``, ``describe`` and a ``name`` equal to the name
     it is registered under) is a ``BackendError`` naming it and the cause, never a warning;
-(3) an entry point may not shadow a built-in backend.
+(3) an entry point may not shadow a built-in backend;
+(4) a backend whose optional extra is not installed raises ``MissingExtra`` (a
+    ``BackendError``) with the one line that says how to install it; ``available`` lists it
+    as ``unavailable``, not as broken.
 """
 
 from __future__ import annotations
@@ -18,12 +21,16 @@ from typing import Any, Final
 from backends._protocol import Backend
 from ledger.errors import BackendError
 
-__all__ = ["GROUP", "available", "get_backend"]
+__all__ = ["GROUP", "MissingExtra", "available", "get_backend"]
 
 GROUP: Final = "mlledger.backends"
 _BUILTIN: Final[dict[str, str]] = {"local": "backends.local:LocalBackend"}
 _METHODS: Final = ("train", "load", "predict", "describe")
 _loaded: dict[str, Backend] = {}
+
+
+class MissingExtra(BackendError):
+    """Invariant (4): the backend is installed but its optional dependencies are not."""
 
 
 def _entry_points() -> dict[str, EntryPoint]:
@@ -80,6 +87,8 @@ def available() -> list[tuple[str, str]]:
     for name in _names():
         try:
             get_backend(name)
+        except MissingExtra as exc:
+            out.append((name, f"unavailable: {exc}"))
         except BackendError as exc:
             out.append((name, f"error: {exc}"))
         else:

@@ -1,4 +1,4 @@
-"""Payload models of ``model.trained`` and ``model.deployed`` (DESIGN.md section 3).
+"""Payload models of ``model.trained``, ``model.deployed`` and ``monitor.alert`` (DESIGN.md section 3).
 
 Registered through the ``mlledger.kinds`` entry point. ``model.trained`` carries
 ``name``, ``version``, ``artifact_sha256`` and ``training_data`` under the same names as
@@ -15,9 +15,10 @@ from pydantic import Field, JsonValue, StringConstraints
 from ledger.events import Payload, Sha256Hex, register
 from policies.kinds import Column, Identifier, Short, Stage
 
-__all__ = ["ModelDeployed", "ModelTrained"]
+__all__ = ["ModelDeployed", "ModelTrained", "MonitorAlert"]
 
 BackendName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_-]{0,63}$")]
+Detail = Annotated[str, StringConstraints(min_length=1, max_length=2048)]
 CodeVersion = Annotated[str, StringConstraints(pattern=r"^(git:[0-9a-f]{40}([0-9a-f]{24})?|spec:[0-9a-f]{64})$")]
 
 
@@ -51,3 +52,20 @@ class ModelDeployed(Payload):
     stage: Stage
     backend: BackendName
     promotion_seq: Annotated[int, Field(ge=0)]
+
+
+@register("monitor.alert")
+class MonitorAlert(Payload):
+    """A finding of a monitor, e.g. registry state that the ledger did not record.
+
+    ``kind`` is what was found: ``alias-drift`` (a serving alias on a version the ledger did
+    not deploy to that stage), ``unrecorded-version`` (a registered version with no
+    ``mlledger.seq`` tag), ``unknown-artifact`` (a version whose seq or artifact hash is not
+    on the ledger).
+    """
+
+    kind: Literal["alias-drift", "unrecorded-version", "unknown-artifact"]
+    model: Identifier
+    stage: Stage | None = None
+    detail: Detail
+    source: Literal["mlflow-reconcile"]
