@@ -168,11 +168,14 @@ def gate(obj: Context, model_ref: str, stage: str, policy_spec: str | None, fmt:
 @click.option("--decision", "decision_seq", type=click.IntRange(min=0),
               help="The gate decision to promote on [default: the latest for this model and stage].")
 @click.option("--waiver", "waiver_seq", type=click.IntRange(min=0), help="A waiver.granted over that decision.")
+@click.option("--deploy/--no-deploy", "then_deploy", default=None,
+              help="Then run the backend's deploy step (records model.deployed) [default: yes when the "
+              "version was trained by a backend].")
 @click.option("--actor")
-@click.pass_obj
+@click.pass_context
 @handle_errors
-def promote(obj: Context, model_ref: str, stage: str, decision_seq: int | None, waiver_seq: int | None,
-            actor: str | None) -> None:
+def promote(ctx: click.Context, model_ref: str, stage: str, decision_seq: int | None, waiver_seq: int | None,
+            then_deploy: bool | None, actor: str | None) -> None:
     """Promote NAME@VERSION to a stage: only if the stage's policy allows it now.
 
     The published policy is re-evaluated over the ledger when model.promoted is
@@ -181,6 +184,9 @@ def promote(obj: Context, model_ref: str, stage: str, decision_seq: int | None, 
     from policies._governance import approvals_for, model_versions
     from policies.kinds import ModelPromoted
 
+    obj = ctx.find_object(Context)
+    assert obj is not None
+    trained_by: str | None = None
     with obj.open() as ledger:
         with ledger.view() as view:
             mv = model_versions(view).get(model_ref)
@@ -194,11 +200,24 @@ def promote(obj: Context, model_ref: str, stage: str, decision_seq: int | None, 
                                      f"'mlledger gate --model {model_ref} --stage {stage}' first")
                 decision_seq = gates[-1].seq
             approvals = [e.seq for e in approvals_for(view, decision_seq)]
+            trained = [e for e in view.of_kind("model.trained")
+                       if e.payload["artifact_sha256"] == mv.artifact_sha256]
+            trained_by = str(trained[-1].payload.get("backend", "local")) if trained else None
         payload = ModelPromoted(model=model_ref, artifact_sha256=mv.artifact_sha256, stage=stage,
                                 gate_seq=decision_seq, approvals=approvals, waiver_seq=waiver_seq)
         r = ledger.append(Event(payload, actor=_actor(actor), subject=f"model:{model_ref}"))
     click.echo(f"promoted {model_ref} to {stage} at seq {r.seq} (decision {decision_seq}"
                + (f", waiver {waiver_seq}" if waiver_seq is not None else "") + ")")
+    if then_deploy is None:
+        then_deploy = trained_by is not None
+    if then_deploy:
+        # The promotion hook: the backend that trained the version deploys it. Resolved through
+        # the command registry (entry points), so policies/ never imports backends/.
+        root = ctx.find_root().command
+        deploy_cmd = root.get_command(ctx.find_root(), "deploy") if isinstance(root, click.Group) else None
+        if deploy_cmd is None:
+            raise InputError("promoted, but no deploy step is installed (the backends package is missing)")
+        ctx.invoke(deploy_cmd, ref=model_ref, stage=stage, backend=trained_by or "local")
 
 
 # -- waiver -----------------------------------------------------------------------------------

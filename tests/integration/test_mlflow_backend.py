@@ -140,7 +140,7 @@ def approve_and_promote(ref: str, stage: str = "staging") -> None:
     with Ledger.open(".mlledger") as led:
         decision = led.head().size - 1
     run("approve", "--decision", str(decision), "--key", "keys/risk.pem", "--as", "risk@example.com")
-    run("promote", ref, "--to", stage)
+    run("promote", ref, "--to", stage, "--no-deploy")
 
 
 def test_train_logs_a_run_and_registers_a_tagged_version(mworld: str, server: str) -> None:

@@ -136,7 +136,7 @@ def test_gate_approve_promote_deploy(world: Path) -> None:
     with Ledger.open(".mlledger") as led:
         decision = led.head().size - 1
     run("approve", "--decision", str(decision), "--key", "keys/risk.pem", "--as", "risk@example.com")
-    run("promote", "credit@1", "--to", "staging")
+    run("promote", "credit@1", "--to", "staging", "--no-deploy")
     out = json.loads(run("deploy", "credit@1", "--stage", "staging", "--format", "json"))
     (deployed,) = entries("model.deployed")
     (trained,) = entries("model.trained")
@@ -160,7 +160,7 @@ def test_deploy_refuses_a_tampered_artifact(world: Path) -> None:
     with Ledger.open(".mlledger") as led:
         decision = led.head().size - 1
     run("approve", "--decision", str(decision), "--key", "keys/risk.pem", "--as", "risk@example.com")
-    run("promote", "credit@1", "--to", "staging")
+    run("promote", "credit@1", "--to", "staging", "--no-deploy")
     path = world / ".mlledger" / "artifacts" / "sha256" / digest[:2] / digest
     path.write_bytes(path.read_bytes() + b"x")
     assert "was modified" in run("deploy", "credit@1", "--stage", "staging", code=1)
@@ -176,3 +176,21 @@ def test_a_threshold_optimised_model_improves_the_recorded_impact_ratio(world: P
     plain = json.loads(run("evidence", "fairness", "--model", "credit", "--data", "eval", "--format", "json"))
     fair = json.loads(run("evidence", "fairness", "--model", "credit-fair", "--data", "eval", "--format", "json"))
     assert fair["values"]["sex"]["demographic_parity_ratio"] > plain["values"]["sex"]["demographic_parity_ratio"]
+
+
+def test_promotion_runs_the_backends_deploy_step(world: Path) -> None:
+    """The promotion hook: promoting a trained version deploys it with its backend."""
+    run("train", "spec.yaml")
+    Path("staging.yaml").write_text(STAGING)
+    run("identity", "keygen", "risk", "-o", "keys")
+    run("identity", "register", "risk@example.com", "--role", "model-risk", "--public-key", "keys/risk.pub")
+    run("policy", "publish", "staging.yaml", "--stage", "staging")
+    CliRunner().invoke(root, ["gate", "--model", "credit@1", "--stage", "staging"])
+    with Ledger.open(".mlledger") as led:
+        decision = led.head().size - 1
+    run("approve", "--decision", str(decision), "--key", "keys/risk.pem", "--as", "risk@example.com")
+    run("promote", "credit@1", "--to", "staging")
+    (deployed,) = entries("model.deployed")
+    (promoted,) = entries("model.promoted")
+    assert deployed["promotion_seq"] == promoted["seq"] and deployed["backend"] == "local"
+    assert (world / ".mlledger" / "serving" / "staging.json").exists()
