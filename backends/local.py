@@ -189,9 +189,17 @@ def _metrics(model: Any, frame: Any, spec: TrainingSpec, prefix: str) -> dict[st
     from sklearn.metrics import accuracy_score, roc_auc_score  # type: ignore[import-untyped]
 
     y = frame[spec.target].to_numpy()
-    out = {f"{prefix}_accuracy": float(accuracy_score(y, model.predict(frame)))}
-    if len(np.unique(y)) == 2 and hasattr(model, "predict_proba"):
-        out[f"{prefix}_roc_auc"] = float(roc_auc_score(y, model.predict_proba(frame)[:, 1]))
+    if hasattr(model, "predict_proba") and hasattr(model, "classes_") and not isinstance(model, MitigatedClassifier):
+        # One pass: for the allow-listed scikit-learn classifiers ``predict`` is exactly
+        # ``classes_[argmax(predict_proba)]`` (ties resolve to the first class either way).
+        proba = np.asarray(model.predict_proba(frame))
+        out = {f"{prefix}_accuracy": float(accuracy_score(y, model.classes_[np.argmax(proba, axis=1)]))}
+        if len(np.unique(y)) == 2:
+            out[f"{prefix}_roc_auc"] = float(roc_auc_score(y, proba[:, 1]))
+    else:
+        out = {f"{prefix}_accuracy": float(accuracy_score(y, model.predict(frame)))}
+        if len(np.unique(y)) == 2 and hasattr(model, "predict_proba"):
+            out[f"{prefix}_roc_auc"] = float(roc_auc_score(y, model.predict_proba(frame)[:, 1]))
     out[f"{prefix}_rows"] = float(len(frame))
     return out
 

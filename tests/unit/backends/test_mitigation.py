@@ -150,3 +150,22 @@ def test_exponentiated_gradient_refuses_an_estimator_without_sample_weight(monke
                                          "estimator, but KNeighborsClassifier.fit takes no sample_weight"):
         parse_spec(text.encode(), "spec.yaml")
     parse_spec((BASE.replace("LogisticRegression", "KNeighborsClassifier") + TO).encode(), "spec.yaml")
+
+
+@pytest.mark.parametrize("estimator", ["LogisticRegression", "RandomForestClassifier", "GradientBoostingClassifier",
+                                       "HistGradientBoostingClassifier", "DecisionTreeClassifier"])
+def test_one_pass_train_metrics_equal_predict(estimator: str) -> None:
+    """The metrics shortcut (labels from predict_proba) gives exactly what predict gives."""
+    import numpy as np
+
+    from backends.local import build_pipeline
+    from backends.spec import parse_spec
+    from tests.integration.test_evidence_cli import applicants
+
+    frame = applicants(1500, 4)
+    spec = parse_spec((
+        "name: m\ndatasets: {train: t}\nfeatures: [income, age, debt, sex, race]\ntarget: approved\n"
+        f"sensitive: [sex, race]\nestimator: {{name: {estimator}}}\nseed: 3\n").encode(), "s.yaml").spec
+    model = build_pipeline(spec, frame).fit(frame, frame["approved"])
+    labels = model.classes_[np.argmax(model.predict_proba(frame), axis=1)]
+    assert (labels == model.predict(frame)).all()
