@@ -164,6 +164,10 @@ def test_promote_then_deploy_moves_the_alias(mworld: str, server: str) -> None:
     out = run_json("train", "spec.yaml", "--backend", "mlflow")
     ref = f"{mworld}@1"
     assert "not hold stage 'staging'" in run("deploy", ref, "--stage", "staging", "--backend", "mlflow", code=2)
+    # evidence on the MLflow-trained version, bound to its artifact hash
+    perf = run_json("evidence", "performance", "--model", ref, "--data", "eval")
+    (ev,) = entries("evidence.recorded")
+    assert ev["seq"] == perf["seq"] and ev["model_sha256"] == out["artifact_sha256"]
     approve_and_promote(ref)
     start = time.perf_counter()
     done = run_json("deploy", ref, "--stage", "staging", "--backend", "mlflow")
