@@ -8,11 +8,12 @@ gate read them from either kind.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, JsonValue, StringConstraints
 
-from ledger.events import Payload, Sha256Hex, register
+from ledger.events import Payload, Sha256Hex, register, register_check
+from ledger.view import LedgerView
 from policies.kinds import Column, Identifier, Short, Stage
 
 __all__ = ["ModelDeployed", "ModelTrained", "MonitorAlert"]
@@ -69,3 +70,21 @@ class MonitorAlert(Payload):
     stage: Stage | None = None
     detail: Detail
     source: Literal["mlflow-reconcile"]
+
+
+@register_check("model.deployed")
+def _check_deployment(view: LedgerView, seq: int, actor: str | None, payload: dict[str, Any]) -> None:
+    """Only the version that holds a stage, by its promotion, may be deployed to it."""
+    from ledger.errors import InputError
+    from policies._governance import model_versions
+
+    promo = view.get(payload["promotion_seq"])
+    p = promo.payload if promo is not None else {}
+    if promo is None or promo.kind != "model.promoted" or (p["model"], p["artifact_sha256"], p["stage"]) != (
+            payload["model"], payload["artifact_sha256"], payload["stage"]):
+        raise InputError(f"deployment refused: seq {payload['promotion_seq']} is not the promotion of "
+                         f"{payload['model']} ({payload['artifact_sha256'][:12]}) to {payload['stage']}")
+    holder = model_versions(view).get(payload["model"])
+    if holder is None or holder.stages.get(payload["stage"]) != promo.seq:
+        raise InputError(f"deployment refused: {payload['model']} no longer holds {payload['stage']} by the "
+                         f"promotion at seq {promo.seq}")

@@ -445,15 +445,31 @@ class Sequencer:
                     "the ledger fails verification: run 'mlledger verify'"
                 )
             frontier = store.frontier(tx, size)
-        if any(pre.payload is not None for pre in batch):
-            self._check_key_events(tx, batch, size)
         ts_us = max(time.time_ns() // 1000, last_ts)
         ts = format_ts(ts_us)
-        rows: list[tuple[Any, ...]] = []
         receipts: list[Receipt] = []
+        seq, start = size, 0
+        # A checked entry (key event or registered check) is checked against the ledger
+        # including every entry before it in this batch: those are written first, in the
+        # same transaction, so the check's view sees them (and a refusal rolls all back).
+        for i, pre in enumerate(batch):
+            if pre.payload is not None:
+                seq, prev = self._emit(tx, batch[start:i], seq, prev, ts, ts_us, frontier, receipts)
+                start = i
+                self._check(tx, pre, seq)
+        seq, prev = self._emit(tx, batch[start:], seq, prev, ts, ts_us, frontier, receipts)
+        self._pending = (seq, prev, frontier)
+        return receipts
+
+    @staticmethod
+    def _emit(tx: Tx, batch: Sequence[EntryPrefix], seq: int, prev: bytes, ts: str, ts_us: int,
+              frontier: merkle.Frontier, receipts: list[Receipt]) -> tuple[int, bytes]:
+        """Write ``batch`` from ``seq`` on; returns the next seq and the last leaf hash."""
+        if not batch:
+            return seq, prev
+        rows: list[tuple[Any, ...]] = []
         leaves: list[bytes] = []
         sha = hashlib.sha256
-        seq = size
         for pre in batch:
             data = entry_bytes(pre, seq, prev.hex(), ts)
             leaf = sha(_LEAF + data).digest()
@@ -466,29 +482,23 @@ class Sequencer:
         tx.many(tx.sql(_ENTRY_SQL), rows)
         if node_rows:
             tx.many(tx.sql(_NODE_SQL), node_rows)
-        self._pending = (seq, prev, frontier)
-        return receipts
+        return seq, prev
 
-    def _check_key_events(self, tx: Tx, batch: Sequence[EntryPrefix], size: int) -> None:
-        """Key events must make sense against the key history as of their seq; checked
-        kinds (``ledger.events.register_check``) must pass their check."""
+    def _check(self, tx: Tx, pre: EntryPrefix, seq: int) -> None:
+        """A key event must fit the key history; a checked kind must pass its check."""
         from ledger.events import check_for
         from ledger.view import LedgerView
 
-        history = None
-        for seq, pre in enumerate(batch, start=size):
-            if pre.payload is None:
-                continue
-            if pre.kind.startswith("key."):
-                history = history or self.store.key_history(tx)
-                try:
-                    history.apply(seq, pre.kind, pre.payload)
-                except IntegrityError as exc:
-                    raise InputError(f"{pre.kind}: refused: {exc}") from None
-                continue
-            check = check_for(pre.kind)
-            if check is not None:
-                check(LedgerView(self.store, tx, size), seq, pre.actor, pre.payload)
+        assert pre.payload is not None
+        if pre.kind.startswith("key."):
+            try:
+                self.store.key_history(tx).apply(seq, pre.kind, pre.payload)
+            except IntegrityError as exc:
+                raise InputError(f"{pre.kind}: refused: {exc}") from None
+            return
+        check = check_for(pre.kind)
+        if check is not None:
+            check(LedgerView(self.store, tx, seq), seq, pre.actor, pre.payload)
 
     def committed(self) -> None:
         """Call after the transaction of the last ``write`` committed."""

@@ -76,14 +76,18 @@ def gather(view: LedgerView, model_ref: str, stage: str, *, now: str | None = No
                             reference_sha256=p["reference_sha256"], values=p["values"], config=p["config"])
 
     approvals: list[ApprovalItem] = []
+    current = identities(view, before=before)
     if decision_seq is not None:
         for e in _before(view.of_kind("approval.signed"), before):
             if e.payload["decision_seq"] != decision_seq:
                 continue
-            ident = identities(view, before=e.seq).get(e.payload["signer"])
+            then = identities(view, before=e.seq).get(e.payload["signer"])
+            held = current.get(e.payload["signer"])
+            # The role must have been held when signing and still be held now, under the same key.
+            roles = (then.roles & held.roles) if then and held and then.public_key == held.public_key \
+                else frozenset()
             approvals.append(ApprovalItem(seq=e.seq, ts=e.ts, signer=e.payload["signer"],
-                                          roles=tuple(sorted(ident.roles)) if ident else (),
-                                          meaning=e.payload["meaning"]))
+                                          roles=tuple(sorted(roles)), meaning=e.payload["meaning"]))
     incumbent = None
     holder = next((v for v in versions.values() if stage in v.stages and v.ref != model_ref), None)
     if holder is not None:
@@ -128,7 +132,14 @@ def _check_promotion(view: LedgerView, seq: int, actor: str | None, payload: dic
     if (g["model"], g["artifact_sha256"], g["stage"]) != (ref, payload["artifact_sha256"], stage):
         raise InputError(f"promotion refused: decision {gate.seq} is for {g['model']} "
                          f"({g['artifact_sha256'][:12]}) in {g['stage']}, not {ref} in {stage}")
+    mv = model_versions(view).get(ref)
+    if mv is None or mv.artifact_sha256 != payload["artifact_sha256"]:
+        raise InputError(f"promotion refused: {payload['artifact_sha256'][:12]} is not the artifact registered "
+                         f"or trained as {ref}")
     entry, policy = published_policy(view, stage)
+    if g.get("policy_seq") != entry.seq:
+        raise InputError(f"promotion refused: decision {gate.seq} does not name the publication of the policy "
+                         f"bound to {stage} (seq {entry.seq}); run the gate again")
     if entry.payload["policy_hash"] != g["policy_sha256"]:
         raise InputError(f"promotion refused: decision {gate.seq} was made under policy "
                          f"{g['policy_sha256'][:12]}, but {stage} is now bound to {policy.name} "
@@ -138,6 +149,10 @@ def _check_promotion(view: LedgerView, seq: int, actor: str | None, payload: dic
         if waiver is None or waiver.kind != "waiver.granted" or waiver.payload["decision_seq"] != gate.seq:
             raise InputError(f"promotion refused: seq {payload['waiver_seq']} is not a waiver of decision "
                              f"{gate.seq}")
+        used = [e.seq for e in view.of_kind("model.promoted") if e.payload.get("waiver_seq") == waiver.seq]
+        if used:
+            raise InputError(f"promotion refused: waiver {waiver.seq} was already used by the promotion at seq "
+                             f"{used[0]}; a waiver covers one promotion")
         return
     result = run_gate(view, ref, stage, policy=policy, decision_seq=gate.seq)
     if result.decision != "allow":

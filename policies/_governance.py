@@ -280,6 +280,9 @@ def _audit_promotion(view: LedgerView, e: ViewEntry, policies: dict[str, tuple[i
     problems = []
     if g["artifact_sha256"] != p["artifact_sha256"] or g["model"] != p["model"]:
         problems.append("the gate decision is for another model artifact")
+    registered = model_versions(view, until_seq=e.seq).get(p["model"])
+    if registered is None or registered.artifact_sha256 != p["artifact_sha256"]:
+        problems.append("the promoted artifact is not the one registered or trained as that version")
     if g["stage"] != p["stage"]:
         problems.append(f"the gate decision is for stage {g['stage']}, not {p['stage']}")
     bound = policies.get(p["stage"])

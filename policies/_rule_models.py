@@ -296,8 +296,8 @@ class ApprovalRule(RuleModel):
     quorum: Annotated[int, Field(ge=1)] = 1
     role: Role | Annotated[tuple[Role, ...], Field(min_length=1, strict=False)]
     exclude_trainer: bool = True
-    #: Only signatures with this meaning count (any meaning when unset).
-    meaning: Text | None = None
+    #: Only signatures with this meaning count; a "review" never counts as an approval by default.
+    meaning: Text | None = "approval"
 
     @property
     def roles(self) -> tuple[str, ...]:

@@ -261,3 +261,60 @@ def test_only_a_trusted_admin_can_vouch_for_an_identity(world: Path) -> None:
     listed = run("identity", "list")
     assert "new@example.com" in listed and "rogue@example.com" not in listed
     assert "risk@example.com is not a trusted admin" in run("audit", code=1)
+
+
+def test_a_promotion_must_name_the_versions_own_artifact(world: Path) -> None:
+    """A forged allowing decision for another artifact cannot carry that artifact into a stage."""
+    with Ledger.open(".mlledger") as led:
+        pub = list(led.iter(kind="policy.published"))[-1]
+        forged = {"model": "credit@1", "artifact_sha256": "e" * 64, "stage": "production",
+                  "policy_name": "credit-production", "policy_sha256": pub.payload["policy_hash"],
+                  "policy_seq": pub.seq, "decision": "allow",
+                  "rules": [{"rule_id": "x", "kind": "custom", "outcome": "pass", "reason": "r", "source": "s"}]}
+        gate_seq = led.append(Event.from_json({"kind": "gate.evaluated", "actor": "m", "payload": forged})).seq
+        promo = {"model": "credit@1", "artifact_sha256": "e" * 64, "stage": "production", "gate_seq": gate_seq}
+        with pytest.raises(InputError, match="is not the artifact registered or trained as credit@1"):
+            led.append(Event.from_json({"kind": "model.promoted", "actor": "m", "payload": promo}))
+
+
+def test_a_stricter_policy_in_the_same_batch_is_seen_by_the_promotion_check(world: Path) -> None:
+    gate("staging", 3)
+    decision = last_seq()
+    run("approve", "--decision", str(decision), "--key", "keys/risk.pem", "--as", "risk@example.com")
+    import hashlib
+
+    from ledger.kinds import PolicyPublished
+
+    stricter = STAGING.replace("accuracy: 0.6", "accuracy: 0.999")
+    with Ledger.open(".mlledger") as led:
+        model = next(led.iter(kind="model.registered")).payload
+        publish = Event(PolicyPublished(policy_hash=hashlib.sha256(stricter.encode()).hexdigest(), stage="staging",
+                                        name="credit-staging", body=stricter), actor="m")
+        promo = Event.from_json({"kind": "model.promoted", "actor": "m", "payload": {
+            "model": "credit@1", "artifact_sha256": model["artifact_sha256"], "stage": "staging",
+            "gate_seq": decision}})
+        before = led.head().size
+        with pytest.raises(InputError, match="promotion refused"):
+            led.append_many([publish, promo])
+        assert led.head().size == before  # atomic: the publication is not written either
+
+
+def test_a_review_signature_is_not_an_approval(world: Path) -> None:
+    gate("staging", 3)
+    run("approve", "--decision", str(last_seq()), "--meaning", "review", "--key", "keys/risk.pem",
+        "--as", "risk@example.com")
+    assert "promotion refused" in run("promote", "credit@1", "--to", "staging", code=2)
+
+
+def test_a_waiver_covers_one_promotion_only(world: Path) -> None:
+    gate("production", 1)
+    decision = last_seq()
+    run("identity", "keygen", "risk2", "-o", "keys")
+    run("identity", "register", "risk2@example.com", "--role", "validator", "--public-key", "keys/risk2.pub")
+    run("waiver", "--decision", str(decision), "--justification", "regulator-approved emergency fix RISK-42",
+        "--approver", "risk@example.com", "keys/risk.pem", "--approver", "risk2@example.com", "keys/risk2.pem")
+    waiver = last_seq()
+    run("promote", "credit@1", "--to", "production", "--decision", str(decision), "--waiver", str(waiver))
+    out = run("promote", "credit@1", "--to", "production", "--decision", str(decision), "--waiver", str(waiver),
+              code=2)
+    assert "already used" in out

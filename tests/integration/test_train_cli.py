@@ -194,3 +194,16 @@ def test_promotion_runs_the_backends_deploy_step(world: Path) -> None:
     (promoted,) = entries("model.promoted")
     assert deployed["promotion_seq"] == promoted["seq"] and deployed["backend"] == "local"
     assert (world / ".mlledger" / "serving" / "staging.json").exists()
+
+
+def test_a_deployment_without_its_promotion_is_refused(world: Path) -> None:
+    run("train", "spec.yaml")
+    (trained,) = entries("model.trained")
+    with Ledger.open(".mlledger") as led:
+        from ledger.errors import InputError
+        from ledger.events import Event
+
+        with pytest.raises(InputError, match="deployment refused"):
+            led.append(Event.from_json({"kind": "model.deployed", "actor": "m", "payload": {
+                "model": "credit@1", "artifact_sha256": trained["artifact_sha256"], "stage": "canary",
+                "backend": "local", "promotion_seq": 0}}))

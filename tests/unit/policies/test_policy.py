@@ -337,7 +337,6 @@ def test_lint_warns_of_loose_thresholds_and_switched_off_safeguards(tmp_path: Pa
         f"{path}:6: rule 'fair.sex': min 0.7 is looser than the four-fifths rule (0.8, 29 CFR 1607.4(D))",
         f"{path}:6: rule 'fair.sex': allow_small_groups: disparities over small groups are unreliable",
         f"{path}:12: rule 'sign-off': exclude_trainer: false lets the trainer approve their own model",
-        f"{path}:12: rule 'sign-off': no 'meaning': a signature of any meaning counts toward the quorum",
         f"{path}:17: rule 'drift.psi': overrides the rule of the same id in pack 'baseline'",
         f"{path}:17: rule 'drift.psi': PSI limit 0.25 is looser than 0.2 (DESIGN.md section 6: 0.2 blocks)",
     ]

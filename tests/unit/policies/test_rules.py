@@ -136,7 +136,7 @@ def model(**kw: Any) -> Change:
     return change
 
 
-def approvals(*signed: tuple[str, list[str]], meaning: str = "approved") -> Change:
+def approvals(*signed: tuple[str, list[str]], meaning: str = "approval") -> Change:
     return setting("approvals", [{"seq": 100 + i, "ts": ago(0.1), "signer": s, "roles": r, "meaning": meaning}
                                  for i, (s, r) in enumerate(signed)])
 
