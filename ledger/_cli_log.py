@@ -177,17 +177,11 @@ def key_rotate(obj: Context, actor: str) -> None:
     assert old is not None
     key_dir = obj.log_key_path.parent
     new = keys.generate(old.name)
-    staged, _ = keys.save_signer(new, key_dir, "log.next")
-    try:
-        with obj.open(signer=old) as ledger:
-            ledger.checkpoint()  # the old key's last word covers everything before the hand-over
-            rotation = KeyRotated(old_key=old.verifier_key, new_key=new.verifier_key,
-                                  old_key_signature=sign_rotation(old.name, old, new.verifier_key))
-            receipt = ledger.append(Event(rotation, actor=actor))
-    except BaseException:
-        staged.unlink(missing_ok=True)
-        staged.with_suffix(".vkey").unlink(missing_ok=True)
-        raise
+    with keys.new_signer_files(new, key_dir, "log.next") as (staged, _), obj.open(signer=old) as ledger:
+        ledger.checkpoint()  # the old key's last word covers everything before the hand-over
+        rotation = KeyRotated(old_key=old.verifier_key, new_key=new.verifier_key,
+                              old_key_signature=sign_rotation(old.name, old, new.verifier_key))
+        receipt = ledger.append(Event(rotation, actor=actor))
     retired = key_dir / "retired"
     retired.mkdir(exist_ok=True)
     stem = f"log-{old.key_id.hex()}"

@@ -53,16 +53,10 @@ def init(name: str, directory: Path, fmt: str) -> None:
     if state_path.exists():
         raise InputError(f"{state_path} already exists; refusing to overwrite witness state")
     signer = keys.generate(name, cosignature=True)
-    pem, encrypted = keys.save_signer(signer, directory, "witness")
-    try:
+    with keys.new_signer_files(signer, directory, "witness") as (pem, encrypted):
         WitnessState.create(state_path)
-    except BaseException:
-        pem.unlink(missing_ok=True)
-        pem.with_suffix(".vkey").unlink(missing_ok=True)
-        raise
     if not encrypted:
-        click.echo(f"warning: {pem} is not encrypted (mode 0600); set "
-                   f"{keys.PASSPHRASE_ENV} to encrypt keys", err=True)
+        click.echo(keys.unencrypted_warning(pem), err=True)
     if fmt == "json":
         echo_json({"name": name, "verifier_key": signer.verifier_key, "private_key": str(pem),
                    "state": str(state_path)})

@@ -235,18 +235,12 @@ def init(obj: Context, origin: str | None, fmt: str) -> None:
     key_dir = obj.home / "keys"
     if (key_dir / "log.pem").exists():
         raise InputError(f"{key_dir / 'log.pem'} already exists: is there a ledger here already?")
-    pem, encrypted = keys.save_signer(signer, key_dir, "log")
-    try:
-        with Ledger.init(obj.location, origin=origin, verifier_key=signer.verifier_key,
-                         actor=f"user:{getpass.getuser()}") as ledger:
-            head = ledger.head()
-    except BaseException:
-        pem.unlink(missing_ok=True)
-        pem.with_suffix(".vkey").unlink(missing_ok=True)
-        raise
+    with keys.new_signer_files(signer, key_dir, "log") as (pem, encrypted), \
+            Ledger.init(obj.location, origin=origin, verifier_key=signer.verifier_key,
+                        actor=f"user:{getpass.getuser()}") as ledger:
+        head = ledger.head()
     if not encrypted:
-        click.echo(f"warning: {pem} is not encrypted (mode 0600); set "
-                   f"{keys.PASSPHRASE_ENV} to encrypt keys", err=True)
+        click.echo(keys.unencrypted_warning(pem), err=True)
     if fmt == "json":
         echo_json({"origin": origin, "ledger": obj.location, "verifier_key": signer.verifier_key,
                    "private_key": str(pem), "size": head.size, "root": head.root.hex()})

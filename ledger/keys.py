@@ -9,6 +9,8 @@ Private key material is never printed, logged or put in an exception message.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Final
 
@@ -18,7 +20,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from ledger.errors import InputError
 from ledger.note import Signer, Verifier
 
-__all__ = ["PASSPHRASE_ENV", "generate", "load_signer", "load_verifier", "save_signer"]
+__all__ = ["PASSPHRASE_ENV", "generate", "load_signer", "load_verifier", "new_signer_files", "save_signer",
+           "unencrypted_warning", "write_private_pem"]
 
 PASSPHRASE_ENV: Final = "MLLEDGER_KEY_PASSPHRASE"  # noqa: S105 - a variable name
 
@@ -33,6 +36,29 @@ def _passphrase() -> bytes | None:
     return value.encode() if value else None
 
 
+def write_private_pem(key: Ed25519PrivateKey, path: Path) -> bool:
+    """Write PKCS#8 PEM with mode 0600 (encrypted when the passphrase is set); refuse to overwrite.
+
+    Returns whether it is encrypted.
+    """
+    secret = _passphrase()
+    algorithm: serialization.KeySerializationEncryption = (
+        serialization.BestAvailableEncryption(secret) if secret else serialization.NoEncryption()
+    )
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, algorithm)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise InputError(f"{path} already exists; refusing to overwrite a key") from None
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(pem)
+    return secret is not None
+
+
+def unencrypted_warning(pem: Path) -> str:
+    return f"warning: {pem} is not encrypted (mode 0600); set {PASSPHRASE_ENV} to encrypt keys"
+
+
 def save_signer(signer: Signer, directory: Path, stem: str) -> tuple[Path, bool]:
     """Write ``stem.pem`` (0600) and ``stem.vkey``; refuse to overwrite.
 
@@ -43,18 +69,21 @@ def save_signer(signer: Signer, directory: Path, stem: str) -> tuple[Path, bool]
     for path in (pem_path, vkey_path):
         if path.exists():
             raise InputError(f"{path} already exists; refusing to overwrite a key")
-    secret = _passphrase()
-    algorithm: serialization.KeySerializationEncryption = (
-        serialization.BestAvailableEncryption(secret) if secret else serialization.NoEncryption()
-    )
-    pem = signer.private_key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, algorithm
-    )
-    fd = os.open(pem_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(pem)
+    encrypted = write_private_pem(signer.private_key, pem_path)
     vkey_path.write_text(signer.verifier_key + "\n", encoding="utf-8")
-    return pem_path, secret is not None
+    return pem_path, encrypted
+
+
+@contextmanager
+def new_signer_files(signer: Signer, directory: Path, stem: str) -> Iterator[tuple[Path, bool]]:
+    """``save_signer``, removing both files again if the block that follows fails."""
+    pem, encrypted = save_signer(signer, directory, stem)
+    try:
+        yield pem, encrypted
+    except BaseException:
+        pem.unlink(missing_ok=True)
+        pem.with_suffix(".vkey").unlink(missing_ok=True)
+        raise
 
 
 def load_verifier(path: Path) -> Verifier:

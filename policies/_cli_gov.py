@@ -76,21 +76,16 @@ def identity() -> None:
 @handle_errors
 def identity_keygen(name: str, out_dir: Path) -> None:
     """Create NAME.pem (private, 0600, encrypted with MLLEDGER_KEY_PASSPHRASE if set) and NAME.pub."""
+    from ledger.keys import unencrypted_warning, write_private_pem
+
     key = Ed25519PrivateKey.generate()
     out_dir.mkdir(parents=True, exist_ok=True)
-    secret = os.environ.get(PASSPHRASE_ENV)
-    enc: serialization.KeySerializationEncryption = (
-        serialization.BestAvailableEncryption(secret.encode()) if secret else serialization.NoEncryption())
     pem_path, pub_path = out_dir / f"{name}.pem", out_dir / f"{name}.pub"
-    if pem_path.exists():
-        raise InputError(f"{pem_path} already exists")
-    fd = os.open(pem_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, enc))
+    encrypted = write_private_pem(key, pem_path)
     pub_path.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
                                                        serialization.PublicFormat.SubjectPublicKeyInfo))
-    if not secret:
-        click.echo(f"warning: {pem_path} is not encrypted (mode 0600); set {PASSPHRASE_ENV}", err=True)
+    if not encrypted:
+        click.echo(unencrypted_warning(pem_path), err=True)
     click.echo(f"wrote {pem_path} (private) and {pub_path} (public)")
 
 
