@@ -192,7 +192,7 @@ class DatasetRegistered(Payload):
     format: Literal["csv", "parquet"]
     size_bytes: Annotated[int, Field(ge=0)]
     rows: Annotated[int, Field(ge=0)]
-    role: Literal["train", "eval", "reference", "production"]
+    role: Literal["train", "eval", "reference", "production", "outputs"]
     columns: Annotated[list[ColumnSummary], Field(min_length=1)]
     sensitive_features: list[str] = Field(default_factory=list)
     target: str | None = None
