@@ -9,7 +9,8 @@ Training:
 Deployment:
 (1) the version must hold the stage now (its latest promotion to it, ``model_versions``);
 (2) the backend loads the artifact, which re-hashes it and refuses untrusted types;
-(3) ``model.deployed`` is appended; (4) only then is the serving pointer
+(3) ``model.deployed`` is appended, with ``model.undeployed`` for the deployment of the same model
+    name at that stage that it replaces, atomically; (4) only then is the serving pointer
     ``<home>/serving/<stage>.json`` replaced atomically, so nothing is servable unrecorded.
 """
 
@@ -24,7 +25,7 @@ import orjson
 from backends._env import code_version, environment
 from backends._protocol import ArtifactRef, TrainingData
 from backends._registry import get_backend
-from backends.kinds import ModelDeployed, ModelTrained
+from backends.kinds import ModelDeployed, ModelTrained, ModelUndeployed, current_deployment
 from backends.spec import LoadedSpec
 from ledger._fsutil import atomic_write
 from ledger.api import Receipt
@@ -99,6 +100,7 @@ def deploy(ws: Workspace, home: Path, ref: str, *, stage: str, backend: str = "l
         raise InputError(f"model {ref!r}: give NAME@VERSION, e.g. credit@3")
     with ws.ledger.view() as view:  # step (1)
         mv = model_versions(view).get(ref)
+        previous = current_deployment(view, name, stage)
     if mv is None:
         raise InputError(f"model {ref} is not on the ledger; train or register it first")
     if stage not in mv.stages:
@@ -109,7 +111,14 @@ def deploy(ws: Workspace, home: Path, ref: str, *, stage: str, backend: str = "l
     engine.load(ArtifactRef(ws.artifacts, mv.artifact_sha256))  # step (2)
     payload = ModelDeployed(model=ref, artifact_sha256=mv.artifact_sha256, stage=stage, backend=engine.name,
                             promotion_seq=mv.stages[stage])
-    receipt = ws.ledger.append(Event(payload, actor=actor, subject=f"model:{ref}"))  # step (3)
+    events = [Event(payload, actor=actor, subject=f"model:{ref}")]  # step (3)
+    if previous is not None:
+        old = previous.payload
+        events.append(Event(ModelUndeployed(
+            model=old["model"], artifact_sha256=old["artifact_sha256"], stage=stage, deployed_seq=previous.seq,
+            reason=f"replaced by {ref} (promotion at seq {mv.stages[stage]})", replaced_by=ref),
+            actor=actor, subject=f"model:{old['model']}"))
+    receipt = ws.ledger.append_many(events)[0]
     pointer = serving_pointer(home, stage)  # step (4); the stage pattern keeps it inside serving/
     pointer.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(pointer, orjson.dumps({"model": ref, "artifact_sha256": mv.artifact_sha256, "stage": stage,

@@ -1,4 +1,5 @@
-"""Payload models of ``model.trained``, ``model.deployed`` and ``monitor.alert`` (DESIGN.md section 3).
+"""Payload models of ``model.trained``, ``model.deployed``, ``model.undeployed``, ``monitor.alert`` and the
+serving kinds ``prediction.made``, ``prediction.batch`` and ``human.reviewed`` (DESIGN.md section 3).
 
 Registered through the ``mlledger.kinds`` entry point. ``model.trained`` carries
 ``name``, ``version``, ``artifact_sha256`` and ``training_data`` under the same names as
@@ -13,10 +14,12 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, JsonValue, StringConstraints
 
 from ledger.events import Payload, Sha256Hex, register, register_check
+from ledger.kinds import KeyId
 from ledger.view import LedgerView
 from policies.kinds import Column, Identifier, Short, Stage
 
-__all__ = ["ModelDeployed", "ModelTrained", "MonitorAlert"]
+__all__ = ["HumanReviewed", "ModelDeployed", "ModelTrained", "ModelUndeployed", "MonitorAlert", "PredictionBatch",
+           "PredictionMade"]
 
 BackendName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_-]{0,63}$")]
 Detail = Annotated[str, StringConstraints(min_length=1, max_length=2048)]
@@ -55,6 +58,80 @@ class ModelDeployed(Payload):
     promotion_seq: Annotated[int, Field(ge=0)]
 
 
+@register("model.undeployed")
+class ModelUndeployed(Payload):
+    """A deployment ended: replaced by a newer one, or taken down."""
+
+    model: Identifier
+    artifact_sha256: Sha256Hex
+    stage: Stage
+    deployed_seq: Annotated[int, Field(ge=0)]
+    reason: Detail
+    replaced_by: Identifier | None = None
+
+
+Label = int | str | bool
+RequestId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._:-]{1,128}$")]
+
+
+@register("prediction.made")
+class PredictionMade(Payload):
+    """One decision by a deployed model version. The input is only a keyed commitment.
+
+    ``input_commitment`` is HMAC-SHA256 under the key ``key_id`` (``ledger.privacy``) of the
+    canonical input record; ``sealed`` says whether the input is also kept AES-GCM-encrypted.
+    """
+
+    model: Identifier  # NAME@VERSION
+    artifact_sha256: Sha256Hex
+    stage: Stage
+    deployed_seq: Annotated[int, Field(ge=0)]
+    input_commitment: Sha256Hex
+    key_id: KeyId
+    label: Label
+    score: float | None = None
+    latency_ms: Annotated[float, Field(ge=0)]
+    automated_decision: bool
+    request_id: RequestId | None = None
+    sealed: bool = False
+
+
+@register("prediction.batch")
+class PredictionBatch(Payload):
+    """A batch scored offline: the RFC 6962 Merkle root over its per-row records, which are
+    kept beside the output, so any one row can be proven against this entry."""
+
+    model: Identifier
+    artifact_sha256: Sha256Hex
+    stage: Stage
+    deployed_seq: Annotated[int, Field(ge=0)]
+    count: Annotated[int, Field(ge=1)]
+    root: Sha256Hex
+    records_sha256: Sha256Hex
+    automated_decision: bool
+
+
+@register("human.reviewed")
+class HumanReviewed(Payload):
+    """A person confirmed or overrode a recorded decision (AI Act Art. 14, GDPR Art. 22(3))."""
+
+    prediction_seq: Annotated[int, Field(ge=0)]
+    outcome: Literal["confirmed", "overridden"]
+    label: Label | None = None
+    reason: Detail
+
+
+@register_check("human.reviewed")
+def _check_review(view: LedgerView, seq: int, actor: str | None, payload: dict[str, Any]) -> None:
+    from ledger.errors import InputError
+
+    target = view.get(payload["prediction_seq"])
+    if target is None or target.kind != "prediction.made":
+        raise InputError(f"review refused: seq {payload['prediction_seq']} is not a prediction.made entry")
+    if payload["outcome"] == "overridden" and payload.get("label") is None:
+        raise InputError("review refused: an override must give the new label")
+
+
 @register("monitor.alert")
 class MonitorAlert(Payload):
     """A finding of a monitor, e.g. registry state that the ledger did not record.
@@ -88,3 +165,19 @@ def _check_deployment(view: LedgerView, seq: int, actor: str | None, payload: di
     if holder is None or holder.stages.get(payload["stage"]) != promo.seq:
         raise InputError(f"deployment refused: {payload['model']} no longer holds {payload['stage']} by the "
                          f"promotion at seq {promo.seq}")
+    current = current_deployment(view, payload["model"].partition("@")[0], payload["stage"])
+    if current is not None and current.payload["promotion_seq"] == promo.seq \
+            and current.payload["backend"] == payload["backend"]:
+        raise InputError(f"deployment refused: {payload['model']} is already deployed to {payload['stage']} "
+                         f"({payload['backend']}) by seq {current.seq}")
+
+
+def current_deployment(view: LedgerView, name: str, stage: str) -> Any:
+    """The latest ``model.deployed`` of model ``name`` at ``stage`` not ended by ``model.undeployed``."""
+    ended = {e.payload["deployed_seq"] for e in view.of_kind("model.undeployed")
+             if e.payload["stage"] == stage and e.payload["model"].partition("@")[0] == name}
+    for e in reversed(view.of_kind("model.deployed")):
+        p = e.payload
+        if p["stage"] == stage and p["model"].partition("@")[0] == name:
+            return None if e.seq in ended else e
+    return None

@@ -1,7 +1,7 @@
 """Payload models of the ledger's own kinds (DESIGN.md section 3).
 
 ``ledger.created``, ``key.added``, ``key.rotated``, ``key.revoked``,
-``identity.registered``, ``policy.published`` and ``dataset.registered``.
+``identity.registered``, ``policy.published``, ``dataset.registered`` and ``subject.erased``.
 Other packages register their kinds the same way, with ``ledger.events.register``.
 """
 
@@ -19,7 +19,8 @@ from pydantic import (
     model_validator,
 )
 
-from ledger.events import Payload, Sha256Hex, register
+from ledger.events import Payload, Sha256Hex, register, register_check
+from ledger.view import LedgerView
 
 __all__ = [
     "ROLES",
@@ -32,6 +33,7 @@ __all__ = [
     "LedgerCreated",
     "PolicyPublished",
     "Role",
+    "SubjectErased",
 ]
 
 Origin = Annotated[str, StringConstraints(pattern=r"^[^\s+\x00-\x1f\x7f]{1,255}$")]
@@ -207,3 +209,37 @@ class DatasetRegistered(Payload):
             if col not in names:
                 raise ValueError(f"declared column {col!r} is not among the dataset's columns")
         return self
+
+
+KeyId = Annotated[str, StringConstraints(pattern=r"^[sd]k-[0-9a-f]{32}$")]
+"""A key of the erasable key table: ``sk-`` per data subject, ``dk-`` per deployment."""
+
+
+@register("subject.erased")
+class SubjectErased(Payload):
+    """A data subject's key destroyed (GDPR Art. 17): their commitments become unlinkable.
+
+    ``request_ref`` is the erasure request's reference (never the subject's identity);
+    ``legal_ground`` e.g. ``GDPR Art. 17(1)(a)``.
+    """
+
+    key_id: KeyId
+    request_ref: Annotated[str, StringConstraints(min_length=1, max_length=256)]
+    legal_ground: Annotated[str, StringConstraints(min_length=1, max_length=256)]
+    reason: Text
+
+
+@register_check("subject.erased")
+def _check_erasure(view: LedgerView, seq: int, actor: str | None, payload: dict[str, Any]) -> None:
+    """Only a live subject key may be erased, and only once."""
+    from ledger.errors import InputError
+
+    key_id = payload["key_id"]
+    if not key_id.startswith("sk-"):
+        raise InputError(f"erasure refused: {key_id} is a deployment key, not a data subject's")
+    earlier = view.of_kind("subject.erased", subject=f"key:{key_id}")
+    if earlier:
+        raise InputError(f"erasure refused: key {key_id} was already erased at seq {earlier[0].seq}")
+    status = view.key_status(key_id)
+    if status != "live":
+        raise InputError(f"erasure refused: key {key_id} is {status} in this ledger's key table")

@@ -8,6 +8,8 @@ Tables:
 - ``checkpoints``: signed checkpoint notes; ``cosignatures``: witness lines for them.
 - ``mlledger_meta``: the format marker and schema version.
 - ``head_lock``: one row, locked ``FOR UPDATE`` while sequencing on PostgreSQL.
+- ``subject_keys`` and ``sealed_inputs`` (version 2): the erasable tables of ``ledger.privacy``,
+  the only ones whose rows change or go (DESIGN.md section 5).
 
 ``entries``, ``nodes``, ``checkpoints`` and ``cosignatures`` refuse UPDATE and DELETE through
 database triggers on both SQLite and PostgreSQL (and TRUNCATE on PostgreSQL).
@@ -48,6 +50,8 @@ __all__ = [
     "meta",
     "metadata",
     "nodes",
+    "sealed_inputs",
+    "subject_keys",
 ]
 
 FORMAT_MARKER: Final = "mlledger-ledger"
@@ -114,6 +118,27 @@ head_lock = Table(
     Column("id", Integer, primary_key=True, autoincrement=False),
 )
 
+subject_keys = Table(
+    "subject_keys",
+    metadata,
+    Column("key_id", Text, primary_key=True),
+    Column("subject", Text, nullable=True, unique=True),  # NULL for deployment keys and once erased
+    Column("deployment", Text, nullable=True, unique=True),  # NAME@STAGE for a deployment key
+    Column("secret", LargeBinary(32), nullable=True),  # NULL once erased
+    Column("created_us", BigInteger, nullable=False),
+    Column("erased_us", BigInteger, nullable=True),
+    Column("erased_seq", BigInteger, nullable=True),
+)
+
+sealed_inputs = Table(
+    "sealed_inputs",
+    metadata,
+    Column("key_id", Text, primary_key=True),
+    Column("commitment", LargeBinary(32), primary_key=True),
+    Column("nonce", LargeBinary(12), nullable=False),
+    Column("ciphertext", LargeBinary, nullable=False),
+)
+
 APPEND_ONLY_TABLES: Final = ("entries", "nodes", "checkpoints", "cosignatures")
 
 
@@ -146,7 +171,7 @@ def _pg_triggers(table: str) -> list[str]:
 
 def _v0_to_v1(conn: Connection) -> None:
     """Create the version 1 schema."""
-    metadata.create_all(conn)
+    metadata.create_all(conn, tables=[entries, nodes, checkpoints, cosignatures, meta, head_lock])
     ddl: list[str] = []
     if conn.dialect.name == "postgresql":
         ddl.append(_PG_FUNCTION)
@@ -162,5 +187,10 @@ def _v0_to_v1(conn: Connection) -> None:
 
 
 Migration = Callable[[Connection], None]
-MIGRATIONS: Final[Sequence[Migration]] = (_v0_to_v1,)
+def _v1_to_v2(conn: Connection) -> None:
+    """Add the erasable tables (per-subject keys, sealed inputs). They have no append-only triggers."""
+    metadata.create_all(conn, tables=[subject_keys, sealed_inputs])
+
+
+MIGRATIONS: Final[Sequence[Migration]] = (_v0_to_v1, _v1_to_v2)
 SCHEMA_VERSION: Final = len(MIGRATIONS)

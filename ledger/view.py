@@ -55,3 +55,8 @@ class LedgerView:
     def origin(self) -> str:
         genesis = self.get(0)
         return "" if genesis is None else str(genesis.payload["origin"])
+
+    def key_status(self, key_id: str) -> str:
+        """``live``, ``erased`` or ``unknown``: a key of the erasable ``subject_keys`` table."""
+        rows = self._tx.rows(self._tx.sql("SELECT secret FROM subject_keys WHERE key_id = {p}"), (key_id,))
+        return "unknown" if not rows else ("erased" if rows[0][0] is None else "live")

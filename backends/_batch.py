@@ -1,0 +1,255 @@
+"""Batch scoring of a CSV or Parquet file with a deployed version, streamed in chunks.
+
+Two passes. Pass 1 reads every chunk and validates it against the model's input schema, so a
+bad row anywhere is one clear error (file, line, column) before anything is written. Pass 2
+predicts each chunk and records it:
+
+- per row (default): one ``prediction.made`` per row, appended atomically per chunk;
+- ``batch_commitment``: one canonical record per row (row, input commitment, key id, label,
+  score) written to ``<output>.records.jsonl``; the RFC 6962 Merkle root and count of those
+  records go into one ``prediction.batch`` entry. ``row_proof`` proves any single row
+  against that entry later.
+
+The output file (row, label, score, and the seq or record of each row) is written to a
+temporary file and moved into place only after the entries are committed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from backends.kinds import PredictionBatch, PredictionMade
+from backends.serving import Scorer
+from ledger import merkle
+from ledger.canonical import encode
+from ledger.errors import InputError, IntegrityError
+from ledger.events import Event
+
+__all__ = ["BatchResult", "predict_file", "row_proof", "verify_row_proof"]
+
+FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    rows: int
+    entries: int
+    first_seq: int | None
+    batch_seq: int | None
+    root: str | None
+    output: Path
+    records: Path | None
+    seconds: float
+
+
+def _fmt(path: Path, what: str) -> str:
+    fmt = FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise InputError(f"{what} {path}: use a .csv or .parquet file")
+    return fmt
+
+
+def _chunks(path: Path, rows: int) -> Iterator[Any]:
+    import pandas as pd  # type: ignore[import-untyped]
+
+    if _fmt(path, "input") == "csv":
+        try:
+            yield from pd.read_csv(path, chunksize=rows)
+        except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+            raise InputError(f"{path}: not a readable CSV file ({exc})") from None
+        except pd.errors.EmptyDataError:
+            raise InputError(f"{path}: the file is empty; give a header line and rows") from None
+    else:
+        import pyarrow.parquet as pq  # type: ignore[import-untyped]
+
+        try:
+            pf = pq.ParquetFile(path)
+        except Exception as exc:  # pyarrow raises several types for a bad file
+            raise InputError(f"{path}: not a readable Parquet file ({exc})") from None
+        for batch in pf.iter_batches(batch_size=rows):
+            yield batch.to_pandas()
+
+
+def _validate(frame: Any, columns: dict[str, str], path: Path, offset: int, csv: bool,
+              subject_column: str | None) -> None:
+    import pandas as pd
+
+    def where(i: int) -> str:
+        return f"{path}:{offset + i + 2}" if csv else f"{path}: row {offset + i}"
+
+    need = [*columns, *([subject_column] if subject_column else [])]
+    missing = [c for c in need if c not in frame.columns]
+    if missing:
+        raise InputError(f"{path}: no column {missing[0]!r} (the model's inputs are {', '.join(columns)}"
+                         f"{'; --subject-column names ' + repr(subject_column) if subject_column else ''})")
+    for col, kind in columns.items():
+        s = frame[col]
+        if kind == "number":
+            if not pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s):
+                bad = pd.to_numeric(s, errors="coerce").isna() & s.notna()
+                i = int(bad.to_numpy().argmax()) if bad.any() else 0
+                raise InputError(f"{where(i)}: column {col!r}: {s.iloc[i]!r} is not a number")
+            finite = s.notna() & ~s.isin([float("inf"), float("-inf")])
+        else:
+            finite = s.notna() & (s.astype(str) != "")
+        if not finite.all():
+            i = int((~finite).to_numpy().argmax())
+            raise InputError(f"{where(i)}: column {col!r} is empty or not finite; every input must have a value")
+    if subject_column:
+        s = frame[subject_column]
+        if s.isna().any():
+            i = int(s.isna().to_numpy().argmax())
+            raise InputError(f"{where(i)}: column {subject_column!r} (the subject id) is empty")
+
+
+def _records(frame: Any, columns: dict[str, str]) -> list[dict[str, Any]]:
+    sub = frame[list(columns)]
+    for col, kind in columns.items():
+        if kind == "string":
+            sub = sub.assign(**{col: sub[col].astype(str)})
+    records: list[dict[str, Any]] = sub.to_dict("records")
+    return records
+
+
+def predict_file(scorer: Scorer, source: Path, output: Path, *, subject_column: str | None = None,
+                 batch_commitment: bool = False, chunk_rows: int = 50_000, automated: bool = True,
+                 progress: Callable[[int], None] | None = None) -> BatchResult:
+    start = time.perf_counter()
+    csv = _fmt(source, "input") == "csv"
+    out_fmt = _fmt(output, "output")
+    if not source.is_file():
+        raise InputError(f"input {source}: no such file")
+    if output.resolve() == source.resolve():
+        raise InputError("the output must not overwrite the input")
+    columns = scorer.deployed.columns
+    total = 0
+    for frame in _chunks(source, chunk_rows):  # pass 1
+        _validate(frame, columns, source, total, csv, subject_column)
+        total += len(frame)
+    if total == 0:
+        raise InputError(f"{source}: no rows to score")
+    d = scorer.deployed
+    tmp_out = output.with_name(f".{output.name}.{os.getpid()}.tmp")
+    records_path = output.with_name(output.name + ".records.jsonl") if batch_commitment else None
+    tmp_rec = records_path.with_name(f".{records_path.name}.{os.getpid()}.tmp") if records_path else None
+    parts: list[Any] = []
+    leaves: list[bytes] = []
+    first_seq: int | None = None
+    entries = 0
+    rec_fh = tmp_rec.open("wb") if tmp_rec else None
+    try:
+        done = 0
+        for frame in _chunks(source, chunk_rows):  # pass 2
+            records = _records(frame, columns)
+            subjects = [str(s) for s in frame[subject_column]] if subject_column else None
+            t0 = time.perf_counter()
+            labels, scores = scorer.predict(records)
+            latency_ms = round((time.perf_counter() - t0) * 1000 / max(len(records), 1), 3)
+            keys = scorer._keys(subjects, len(records))
+            digests = [k.commit(r) for k, r in zip(keys, records, strict=True)]
+            rows = range(done, done + len(records))
+            part: dict[str, Any] = {"row": list(rows), "label": labels, "score": scores,
+                                    "input_commitment": [x.hex() for x in digests],
+                                    "key_id": [k.key_id for k in keys]}
+            if rec_fh is not None:
+                for i, row in enumerate(rows):
+                    line = encode({"input_commitment": part["input_commitment"][i], "key_id": keys[i].key_id,
+                                   "label": labels[i], "row": row, "score": scores[i]})
+                    leaves.append(merkle.leaf_hash(line))
+                    rec_fh.write(line + b"\n")
+            else:
+                events = [Event(PredictionMade(
+                    model=d.ref, artifact_sha256=d.artifact_sha256, stage=d.stage, deployed_seq=d.deployed_seq,
+                    input_commitment=part["input_commitment"][i], key_id=keys[i].key_id, label=labels[i],
+                    score=scores[i], latency_ms=latency_ms, automated_decision=automated, sealed=scorer.seal),
+                    actor=scorer.actor, subject=f"model:{d.ref}") for i in range(len(records))]
+                receipts = scorer.ws.ledger.append_many(events)
+                entries += len(receipts)
+                first_seq = receipts[0].seq if first_seq is None else first_seq
+                part["seq"] = [r.seq for r in receipts]
+            if scorer.seal:
+                scorer.keys.store_sealed(zip(keys, digests, records, strict=True))
+            parts.append(part)
+            done += len(records)
+            if progress:
+                progress(len(records))
+        batch_seq = root = None
+        if rec_fh is not None and tmp_rec is not None and records_path is not None:
+            rec_fh.close()
+            rec_fh = None
+            root_hash = merkle.root_of(leaves)
+            root = root_hash.hex()
+            receipt = scorer.ws.ledger.append(Event(PredictionBatch(
+                model=d.ref, artifact_sha256=d.artifact_sha256, stage=d.stage, deployed_seq=d.deployed_seq,
+                count=len(leaves), root=root, records_sha256=_sha256_file(tmp_rec), automated_decision=automated),
+                actor=scorer.actor, subject=f"model:{d.ref}"))
+            batch_seq, entries = receipt.seq, 1
+            os.replace(tmp_rec, records_path)
+        _write_output(parts, tmp_out, out_fmt, batch_seq)
+        os.replace(tmp_out, output)
+    finally:
+        if rec_fh is not None:
+            rec_fh.close()
+        for t in (tmp_out, tmp_rec):
+            if t is not None and t.exists():
+                t.unlink()
+    return BatchResult(done, entries, first_seq, batch_seq, root, output, records_path,
+                       time.perf_counter() - start)
+
+
+def _write_output(parts: list[dict[str, Any]], path: Path, fmt: str, batch_seq: int | None) -> None:
+    import pandas as pd
+
+    frame = pd.concat([pd.DataFrame(p) for p in parts], ignore_index=True)
+    if batch_seq is not None:
+        frame["batch_seq"] = batch_seq
+    if fmt == "csv":
+        frame.to_csv(path, index=False)
+    else:
+        frame.to_parquet(path, index=False)
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def row_proof(records_path: Path, row: int) -> dict[str, Any]:
+    """The record of ``row`` and its inclusion proof in the batch's Merkle root."""
+    lines = records_path.read_bytes().split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    if not 0 <= row < len(lines):
+        raise InputError(f"{records_path}: row {row} is out of range (0..{len(lines) - 1})")
+    leaves = [merkle.leaf_hash(line) for line in lines]
+    return {"row": row, "count": len(lines), "record": lines[row].decode(), "root": merkle.root_of(leaves).hex(),
+            "records_sha256": hashlib.sha256(b"".join(x + b"\n" for x in lines)).hexdigest(),
+            "proof": [h.hex() for h in merkle.inclusion_proof(row, leaves)]}
+
+
+def verify_row_proof(proof: dict[str, Any], batch_entry: bytes) -> dict[str, Any]:
+    """Check a row proof against the stored bytes of its ``prediction.batch`` entry (offline)."""
+    entry = orjson.loads(batch_entry)
+    if entry.get("kind") != "prediction.batch":
+        raise IntegrityError("the entry is not a prediction.batch entry")
+    p = entry["payload"]
+    if proof["count"] != p["count"] or proof["root"] != p["root"]:
+        raise IntegrityError(f"the proof's tree (count {proof['count']}, root {proof['root'][:16]}…) is not the "
+                             f"batch's (count {p['count']}, root {p['root'][:16]}…)")
+    record = proof["record"].encode()
+    if orjson.loads(record).get("row") != proof["row"]:
+        raise IntegrityError("the record is not the record of the row it claims")
+    merkle.verify_inclusion(merkle.leaf_hash(record), proof["row"], p["count"],
+                            [bytes.fromhex(h) for h in proof["proof"]], bytes.fromhex(p["root"]))
+    return orjson.loads(record)  # type: ignore[no-any-return]
