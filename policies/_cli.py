@@ -169,7 +169,7 @@ def data_list(obj: Context, fmt: str) -> None:
 
 @click.group()
 def model() -> None:
-    """Register model artifacts (skops) on the ledger."""
+    """Register model artifacts (skops), or external (vendor) models, on the ledger."""
 
 
 @model.command(name="register")
@@ -210,7 +210,10 @@ def model_register(obj: Context, file: Path, name: str, features: str, target: s
         click.echo(f"registered model {name}@{version} artifact sha256 {digest} at seq {r.seq}")
 
 
+from policies._cli_external import OutputsRun, outputs_options, register_external  # noqa: E402
 from policies._workspace import versions as _versions  # noqa: E402
+
+model.add_command(register_external)
 
 # -- evidence ------------------------------------------------------------------------
 
@@ -286,50 +289,98 @@ def _evidence_command(name: str, help_text: str) -> Callable[[Callable[..., None
     return deco
 
 
+def _one_source(data_ref: str | None, outputs: Path | None) -> None:
+    if (data_ref is None) == (outputs is None):
+        raise InputError("give --data DATASET (a model mlledger runs) or --outputs FILE (a model's recorded "
+                         "outputs), one of the two")
+
+
+def _outputs_run(ws: Workspace, model_ref: str, out: dict[str, Any], sensitive: str | None,
+                 actor: str | None) -> OutputsRun:
+    return OutputsRun(ws, model_ref, out["outputs"], score_column=out["score_column"],
+                      decision_column=out["decision_column"], label_column=out["label_column"],
+                      pos_label=out["pos_label"], sensitive=_columns(sensitive),
+                      outputs_name=out["outputs_name"], actor=_actor(actor))
+
+
 @_evidence_command("fairness", """Group fairness of a model on a dataset (fairlearn- and aif360-checked).
 
     Per group and intersection: selection rate, TPR, FPR, FNR, precision, accuracy, counts;
     demographic parity, equalized odds, equal opportunity, disparate impact, Theil index and
     NYC LL144 impact ratios. Groups under --min-group-size are flagged, not dropped.
+
+    With --outputs, from the model's recorded outputs instead of running it (a vendor's model):
+    decisions or scores, group membership and, if known, outcomes (--label-column; without
+    them the rates that need outcomes are left empty). Scores without decisions count as
+    selected when above the sample median (the LL144 scoring rate).
     """)
 @click.option("--model", "model_ref", required=True, help="NAME, NAME@VERSION or artifact hash.")
-@click.option("--data", "data_ref", required=True, help="A registered dataset (name or hash).")
-@click.option("--sensitive", help="Override the dataset's declared sensitive features.")
+@click.option("--data", "data_ref", help="A registered dataset (name or hash); or give --outputs.")
+@outputs_options
+@click.option("--sensitive", help="Override the dataset's declared sensitive features (with --outputs: the "
+              "group columns of the outputs table).")
 @click.option("--min-group-size", type=click.IntRange(min=1), default=30, show_default=True)
 @click.option("--no-intersections", is_flag=True)
-def evidence_fairness(obj: Context, model_ref: str, data_ref: str, sensitive: str | None,
-                      min_group_size: int, no_intersections: bool, actor: str | None, fmt: str) -> None:
+def evidence_fairness(obj: Context, model_ref: str, data_ref: str | None, sensitive: str | None,
+                      min_group_size: int, no_intersections: bool, actor: str | None, fmt: str,
+                      **out: Any) -> None:
     from policies.evidence._fairness import fairness_report
 
+    _one_source(data_ref, out["outputs"])
     with workspace(obj) as ws:
-        m, ds = ws.model(model_ref), ws.dataset(data_ref)
-        frame = ws.load_frame(ds)
-        y_pred, y_score = _predict(ws, m, frame, ds)
-        result = fairness_report(_labels(frame, ds), y_pred,
-                                 sensitive_features=_sensitive(frame, ds, sensitive), y_score=y_score,
-                                 min_group_size=min_group_size, intersections=not no_intersections)
-        seq, digest = _record(ws, result, type_="fairness", model=m, dataset=ds.sha256, reference=None,
-                              actor=_actor(actor))
+        if out["outputs"] is not None:
+            run = _outputs_run(ws, model_ref, out, sensitive, actor)
+            if not run.spec.sensitive:
+                raise InputError(f"{run.where}: name the group columns of the outputs table with --sensitive")
+            t = run.table()
+            result = fairness_report(t.y_true, t.y_pred, sensitive_features=t.sensitive, y_score=t.y_score,
+                                     min_group_size=min_group_size, intersections=not no_intersections)
+            seq, digest = run.record(result, type_="fairness", config=t.config(run.spec))
+        else:
+            assert data_ref is not None
+            m, ds = ws.model(model_ref), ws.dataset(data_ref)
+            frame = ws.load_frame(ds)
+            y_pred, y_score = _predict(ws, m, frame, ds)
+            result = fairness_report(_labels(frame, ds), y_pred,
+                                     sensitive_features=_sensitive(frame, ds, sensitive), y_score=y_score,
+                                     min_group_size=min_group_size, intersections=not no_intersections)
+            seq, digest = _record(ws, result, type_="fairness", model=m, dataset=ds.sha256, reference=None,
+                                  actor=_actor(actor))
     _emit(fmt, "fairness", seq, digest, result.summary())
 
 
 @_evidence_command("performance", """Accuracy, ROC AUC, precision, recall, F1, Brier and calibration,
-    overall and per group.""")
+    overall and per group.
+
+    With --outputs, from the model's recorded outputs and outcomes (--label-column is then
+    required); scores count as probabilities only when they all lie in [0, 1].""")
 @click.option("--model", "model_ref", required=True)
-@click.option("--data", "data_ref", required=True)
+@click.option("--data", "data_ref", help="A registered dataset (name or hash); or give --outputs.")
+@outputs_options
 @click.option("--sensitive", help="Override the dataset's declared sensitive features.")
-def evidence_performance(obj: Context, model_ref: str, data_ref: str, sensitive: str | None,
-                         actor: str | None, fmt: str) -> None:
+def evidence_performance(obj: Context, model_ref: str, data_ref: str | None, sensitive: str | None,
+                         actor: str | None, fmt: str, **out: Any) -> None:
     from policies.evidence._performance import performance_report
 
+    _one_source(data_ref, out["outputs"])
     with workspace(obj) as ws:
-        m, ds = ws.model(model_ref), ws.dataset(data_ref)
-        frame = ws.load_frame(ds)
-        y_pred, y_score = _predict(ws, m, frame, ds)
-        groups = _sensitive(frame, ds, sensitive) if (sensitive or ds.sensitive) else None
-        result = performance_report(_labels(frame, ds), y_pred, y_score=y_score, sensitive_features=groups)
-        seq, digest = _record(ws, result, type_="performance", model=m, dataset=ds.sha256, reference=None,
-                              actor=_actor(actor))
+        if out["outputs"] is not None:
+            run = _outputs_run(ws, model_ref, out, sensitive, actor)
+            t = run.table(need_labels=True)
+            proba = t.y_score is not None and bool(((t.y_score >= 0) & (t.y_score <= 1)).all())
+            result = performance_report(t.y_true, t.y_pred, y_score=t.y_score if proba else None,
+                                        sensitive_features=t.sensitive if run.spec.sensitive else None)
+            seq, digest = run.record(result, type_="performance",
+                                     config={**t.config(run.spec), "scores_as_probabilities": proba})
+        else:
+            assert data_ref is not None
+            m, ds = ws.model(model_ref), ws.dataset(data_ref)
+            frame = ws.load_frame(ds)
+            y_pred, y_score = _predict(ws, m, frame, ds)
+            groups = _sensitive(frame, ds, sensitive) if (sensitive or ds.sensitive) else None
+            result = performance_report(_labels(frame, ds), y_pred, y_score=y_score, sensitive_features=groups)
+            seq, digest = _record(ws, result, type_="performance", model=m, dataset=ds.sha256, reference=None,
+                                  actor=_actor(actor))
     _emit(fmt, "performance", seq, digest, result.summary())
 
 
@@ -338,15 +389,38 @@ def evidence_performance(obj: Context, model_ref: str, data_ref: str, sensitive:
     Per feature: PSI (reference quantile bins), KS (numeric), chi-square (categorical),
     Jensen-Shannon distance, normalised Wasserstein; plus the share of drifted features.
     Defaults: PSI 0.1 warns, 0.2 drifts; KS p < 0.05.
+
+    With --model and --outputs, the model's recorded outputs over time: rows before
+    --reference-until (by --time-column) are the reference period, the rest the current one.
+    The output column drifts as the prediction; --features (default: the --sensitive columns,
+    else the output itself) as features.
     """)
-@click.option("--reference", "reference_ref", required=True, help="The reference dataset.")
-@click.option("--current", "current_ref", required=True, help="The eval or production window.")
+@click.option("--reference", "reference_ref", help="The reference dataset.")
+@click.option("--current", "current_ref", help="The eval or production window.")
 @click.option("--model", "model_ref", help="Also measure prediction drift of this model.")
 @click.option("--features", help="Comma-separated features [default: the model's, else all but target].")
-def evidence_drift(obj: Context, reference_ref: str, current_ref: str, model_ref: str | None,
-                   features: str | None, actor: str | None, fmt: str) -> None:
+@outputs_options
+@click.option("--sensitive", help="With --outputs: group columns whose mix is compared between the periods.")
+@click.option("--time-column", help="With --outputs: the column of decision times.")
+@click.option("--reference-until", help="With --outputs: the end (exclusive) of the reference period, e.g. "
+              "2026-01-01.")
+def evidence_drift(obj: Context, reference_ref: str | None, current_ref: str | None, model_ref: str | None,
+                   features: str | None, sensitive: str | None, time_column: str | None,
+                   reference_until: str | None, actor: str | None, fmt: str, **out: Any) -> None:
     from policies.evidence._drift import drift_report
 
+    if out["outputs"] is not None:
+        if reference_ref or current_ref:
+            raise InputError("--outputs compares two periods of one file; leave out --reference and --current")
+        if model_ref is None or time_column is None or reference_until is None:
+            raise InputError("drift from --outputs needs --model, --time-column and --reference-until")
+        with workspace(obj) as ws:
+            run = _outputs_run(ws, model_ref, out, sensitive, actor)
+            seq, digest, result = _outputs_drift(run, _columns(features), time_column, reference_until)
+        _emit(fmt, "drift", seq, digest, result.summary())
+        return
+    if reference_ref is None or current_ref is None:
+        raise InputError("give --reference and --current datasets, or --model with --outputs FILE")
     with workspace(obj) as ws:
         ref, cur = ws.dataset(reference_ref), ws.dataset(current_ref)
         ref_frame, cur_frame = ws.load_frame(ref), ws.load_frame(cur)
@@ -361,6 +435,32 @@ def evidence_drift(obj: Context, reference_ref: str, current_ref: str, model_ref
         seq, digest = _record(ws, result, type_="drift", model=m, dataset=cur.sha256,
                               reference=ref.sha256, actor=_actor(actor))
     _emit(fmt, "drift", seq, digest, result.summary())
+
+
+def _outputs_drift(run: OutputsRun, features: list[str], time_column: str,
+                   reference_until: str) -> tuple[int, str, Any]:
+    """Drift of the outputs (and of --features) between two periods of one outputs table."""
+    import numpy as np
+
+    from policies.evidence._drift import drift_report
+    from policies.evidence._outputs import split_periods
+
+    t = run.table()
+    frame = run.frame
+    cols = features or list(run.spec.sensitive) or [run.spec.output_column]
+    missing = [c for c in cols if c not in frame.columns]
+    if missing:
+        raise InputError(f"{run.where}: the outputs table has no column(s) {', '.join(map(repr, missing))}")
+    before, periods = split_periods(frame, time_column, reference_until, where=run.where)
+    scored = run.spec.decision_column is None
+    pred = t.y_score if scored else t.y_pred.astype(np.int64)
+    result = drift_report(frame[before][cols].reset_index(drop=True), frame[~before][cols].reset_index(drop=True),
+                          features=cols, categorical=[c for c in cols if frame[c].dtype.kind not in "iuf"],
+                          reference_predictions=pred[before], current_predictions=pred[~before],
+                          prediction_kind="numeric" if scored else "categorical")
+    seq, digest = run.record(result, type_="drift", config={**t.config(run.spec), **periods},
+                             reference_sha256=run.dataset.sha256)
+    return seq, digest, result
 
 
 @_evidence_command("explain", """Global permutation importance (top k), flagging any sensitive feature
@@ -396,11 +496,14 @@ def evidence_explain(obj: Context, model_ref: str, data_ref: str, top_k: int, re
 @handle_errors
 def evidence_list(obj: Context, model_ref: str | None, fmt: str) -> None:
     """List recorded evidence."""
+    from policies._inputs import binds
+
     with workspace(obj) as ws:
         m = ws.model(model_ref) if model_ref else None
         for e in ws.ledger.iter(kind="evidence.recorded"):
             p = e.payload
-            if m is not None and p["model_sha256"] != m.artifact_sha256:
+            if m is not None and not binds(p["model_sha256"], p.get("model"), artifact_sha256=m.artifact_sha256,
+                                           ref=m.ref):
                 continue
             if fmt == "json":
                 echo_json({"seq": e.seq, "ts": e.ts, **p})

@@ -201,8 +201,11 @@ def promote(ctx: click.Context, model_ref: str, stage: str, decision_seq: int | 
                 decision_seq = gates[-1].seq
             approvals = [e.seq for e in approvals_for(view, decision_seq)]
             trained = [e for e in view.of_kind("model.trained")
-                       if e.payload["artifact_sha256"] == mv.artifact_sha256]
+                       if mv.artifact_sha256 is not None and e.payload["artifact_sha256"] == mv.artifact_sha256]
             trained_by = str(trained[-1].payload.get("backend", "local")) if trained else None
+            if mv.external and then_deploy:
+                raise InputError(f"{model_ref} is an external model: mlledger does not run it, so it cannot "
+                                 "deploy it; promote it with --no-deploy")
         payload = ModelPromoted(model=model_ref, artifact_sha256=mv.artifact_sha256, stage=stage,
                                 gate_seq=decision_seq, approvals=approvals, waiver_seq=waiver_seq)
         r = ledger.append(Event(payload, actor=_actor(actor), subject=f"model:{model_ref}"))

@@ -201,7 +201,8 @@ def models(ctx: click.Context, fmt: str) -> None:
                        "registered_seq": mv.registered_seq, "registered_by": mv.registered_by})
         else:
             stages = ", ".join(sorted(mv.stages)) or "-"
-            click.echo(f"{mv.ref:<28} {mv.artifact_sha256[:16]}  stages: {stages}  (by {mv.registered_by})")
+            art = "external, no artifact" if mv.artifact_sha256 is None else mv.artifact_sha256[:16]
+            click.echo(f"{mv.ref:<28} {art}  stages: {stages}  (by {mv.registered_by})")
 
 
 @models.command(name="history")
@@ -226,7 +227,9 @@ def models_history(obj: Context, name: str, fmt: str) -> None:
 
 def _describe(kind: str, p: dict[str, Any]) -> str:
     if kind in ("model.registered", "model.trained"):
-        return f"{kind.split('.')[1]} {p['name']}@{p['version']} ({p['artifact_sha256'][:12]})"
+        art = "no artifact" if p["artifact_sha256"] is None else p["artifact_sha256"][:12]
+        vendor = f", external: {p['vendor']}" if p.get("external") else ""
+        return f"{kind.split('.')[1]} {p['name']}@{p['version']} ({art}{vendor})"
     if kind == "gate.evaluated":
         return f"gate {p['decision'].upper()} for {p['model']} in {p['stage']} under {p['policy_name']}"
     if kind == "approval.signed":

@@ -36,7 +36,7 @@ class GateResult(_Frozen):
     """The decision for one model version and stage under one published policy."""
 
     model: str  # NAME@VERSION
-    artifact_sha256: str
+    artifact_sha256: str | None  # None: an external model without an artifact
     stage: str
     policy_name: str
     policy_sha256: str

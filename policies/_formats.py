@@ -70,6 +70,13 @@ _MD_SPECIAL: Final = re.compile(r"([\\`*_\[\]<>|&~$:@!#])")
 _URL: Final = re.compile(r"https?://[^\s<>\"'`]+")
 
 
+def _artifact(result: GateResult) -> str:
+    """The short artifact hash, or what stands for it on an external model without one."""
+    if result.artifact_sha256 is None:
+        return "none (external model)"
+    return "sha256:" + result.artifact_sha256[:_SHORT_HASH]
+
+
 def render(result: GateResult, fmt: Format, *, policy_path: str | None = None,
            decision_seq: int | None = None) -> str:
     """Render ``result`` in ``fmt``.
@@ -188,7 +195,7 @@ def _text(result: GateResult, rows: list[RuleResult], step: tuple[str, str | Non
     path = "" if policy_path is None else f", {_clean(policy_path)}"
     lines = [f"mlledger gate: {decision}",
              f"  model     {_clean(result.model)}",
-             f"  artifact  sha256:{_clean(result.artifact_sha256[:_SHORT_HASH])}",
+             f"  artifact  {_clean(_artifact(result))}",
              f"  stage     {_clean(result.stage)}",
              f"  policy    {_clean(result.policy_name)} "
              f"(sha256:{_clean(result.policy_sha256[:_SHORT_HASH])}{seq}{path})",
@@ -225,7 +232,7 @@ def _junit(result: GateResult, rows: list[RuleResult], step: tuple[str, str | No
     if policy_path is not None:
         suite.set("file", _xml(policy_path))
     props = ET.SubElement(suite, "properties")
-    facts = {"model": result.model, "artifact_sha256": result.artifact_sha256, "stage": result.stage,
+    facts = {"model": result.model, "artifact_sha256": result.artifact_sha256 or "", "stage": result.stage,
              "policy_name": result.policy_name, "policy_sha256": result.policy_sha256,
              "policy_seq": "" if result.policy_seq is None else str(result.policy_seq),
              "decision": result.decision, "exit_code": str(result.exit_code),
@@ -383,7 +390,7 @@ def _markdown(result: GateResult, rows: list[RuleResult], step: tuple[str, str |
     lines = [f"### mlledger gate: `{word}`", "",
              f"Model {_code(result.model)} for stage {_code(result.stage)} under policy "
              f"{_code(result.policy_name)} ({_code('sha256:' + result.policy_sha256[:_SHORT_HASH])}{seq}); "
-             f"artifact {_code('sha256:' + result.artifact_sha256[:_SHORT_HASH])}; evaluated "
+             f"artifact {_code(_artifact(result))}; evaluated "
              f"{_code(result.evaluated_at)}; exit code {result.exit_code}.", "",
              "| Outcome | Rule | Measured | Threshold | Reason | Source |",
              "| --- | --- | --- | --- | --- | --- |"]

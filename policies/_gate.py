@@ -14,7 +14,8 @@ from ledger.errors import InputError
 from ledger.events import register_check
 from ledger.view import LedgerView, ViewEntry
 from policies._decision import GateResult
-from policies._governance import Finding, identities, model_versions, now_ts
+from policies._governance import Finding, ModelVersion, identities, model_versions, now_ts
+from policies._inputs import binds
 from policies._policy import LoadedPolicy, parse_policy
 from policies._rules import (
     ApprovalItem,
@@ -45,6 +46,14 @@ def _before(entries: list[ViewEntry], before: int | None) -> list[ViewEntry]:
     return entries if before is None else [e for e in entries if e.seq < before]
 
 
+def _binds(e: ViewEntry, mv: ModelVersion) -> bool:
+    return binds(e.payload["model_sha256"], e.payload.get("model"), artifact_sha256=mv.artifact_sha256, ref=mv.ref)
+
+
+def _short(artifact_sha256: str | None) -> str:
+    return "no artifact" if artifact_sha256 is None else artifact_sha256[:12]
+
+
 def gather(view: LedgerView, model_ref: str, stage: str, *, now: str | None = None,
            decision_seq: int | None = None, policy_seq: int | None = None,
            before: int | None = None) -> GateInputs:
@@ -54,11 +63,11 @@ def gather(view: LedgerView, model_ref: str, stage: str, *, now: str | None = No
     if mv is None:
         raise InputError(f"model {model_ref!r} is not on the ledger; register it first")
     trained = [e for e in _before(view.of_kind("model.trained"), before)
-               if e.payload["artifact_sha256"] == mv.artifact_sha256]
+               if mv.artifact_sha256 is not None and e.payload["artifact_sha256"] == mv.artifact_sha256]
     model = ModelItem(name=mv.name, version=mv.version, artifact_sha256=mv.artifact_sha256,
                       registered_by=mv.registered_by, registered_seq=mv.registered_seq,
                       trained_by=trained[-1].actor if trained else None,
-                      training_data=tuple(mv.training_data))
+                      training_data=tuple(mv.training_data), external=mv.external)
     datasets = {e.payload["sha256"]: DatasetItem(seq=e.seq, name=e.payload["name"], role=e.payload["role"],
                                                  sensitive_features=tuple(e.payload["sensitive_features"]))
                 for e in _before(view.of_kind("dataset.registered"), before)}
@@ -72,7 +81,7 @@ def gather(view: LedgerView, model_ref: str, stage: str, *, now: str | None = No
         p = e.payload
         role = datasets[p["dataset_sha256"]].role if p["dataset_sha256"] in datasets else None
         return EvidenceItem(seq=e.seq, ts=e.ts, type=p["type"], model_sha256=p["model_sha256"],
-                            dataset_sha256=p["dataset_sha256"], dataset_role=role,
+                            model=p.get("model"), dataset_sha256=p["dataset_sha256"], dataset_role=role,
                             reference_sha256=p["reference_sha256"], values=p["values"], config=p["config"])
 
     approvals: list[ApprovalItem] = []
@@ -93,11 +102,10 @@ def gather(view: LedgerView, model_ref: str, stage: str, *, now: str | None = No
     if holder is not None:
         incumbent = IncumbentItem(name=holder.name, version=holder.version, artifact_sha256=holder.artifact_sha256,
                                   performance=tuple(item(e) for e in evidence
-                                                    if e.payload["model_sha256"] == holder.artifact_sha256
-                                                    and e.payload["type"] == "performance"))
+                                                    if _binds(e, holder) and e.payload["type"] == "performance"))
     return GateInputs(
         model=model, stage=stage, now=now or now_ts(), policy_seq=policy_seq,
-        evidence=tuple(item(e) for e in evidence if e.payload["model_sha256"] == mv.artifact_sha256),
+        evidence=tuple(item(e) for e in evidence if _binds(e, mv)),
         validations={k: tuple(v) for k, v in validations.items()}, datasets=datasets,
         approvals=tuple(approvals), incumbent=incumbent)
 
@@ -131,10 +139,10 @@ def _check_promotion(view: LedgerView, seq: int, actor: str | None, payload: dic
     g = gate.payload
     if (g["model"], g["artifact_sha256"], g["stage"]) != (ref, payload["artifact_sha256"], stage):
         raise InputError(f"promotion refused: decision {gate.seq} is for {g['model']} "
-                         f"({g['artifact_sha256'][:12]}) in {g['stage']}, not {ref} in {stage}")
+                         f"({_short(g['artifact_sha256'])}) in {g['stage']}, not {ref} in {stage}")
     mv = model_versions(view).get(ref)
     if mv is None or mv.artifact_sha256 != payload["artifact_sha256"]:
-        raise InputError(f"promotion refused: {payload['artifact_sha256'][:12]} is not the artifact registered "
+        raise InputError(f"promotion refused: {_short(payload['artifact_sha256'])} is not the artifact registered "
                          f"or trained as {ref}")
     entry, policy = published_policy(view, stage)
     if g.get("policy_seq") != entry.seq:

@@ -109,11 +109,12 @@ def _registration_problem(view: LedgerView, e: ViewEntry, trusted: dict[str, Ide
 class ModelVersion:
     name: str
     version: int
-    artifact_sha256: str
+    artifact_sha256: str | None  # None: an external model registered without an artifact
     registered_seq: int
     registered_by: str
     training_data: list[str]
     stages: dict[str, int] = field(default_factory=dict)  # stage -> seq of the promotion
+    external: bool = False
 
     @property
     def ref(self) -> str:
@@ -129,7 +130,7 @@ def model_versions(view: LedgerView, *, until_seq: int | None = None) -> dict[st
         p = e.payload
         if e.kind in ("model.registered", "model.trained"):
             mv = ModelVersion(p["name"], p["version"], p["artifact_sha256"], e.seq, e.actor,
-                              list(p.get("training_data", [])))
+                              list(p.get("training_data", [])), external=bool(p.get("external", False)))
             versions[mv.ref] = mv
         else:
             for other in versions.values():  # one version per stage
@@ -139,10 +140,21 @@ def model_versions(view: LedgerView, *, until_seq: int | None = None) -> dict[st
     return versions
 
 
-def trainer_of(view: LedgerView, artifact_sha256: str) -> set[str]:
-    """Who trained or registered the artifact (separation of duties)."""
+def trainer_of(view: LedgerView, artifact_sha256: str | None, model: str | None = None) -> set[str]:
+    """Who trained or registered the artifact (separation of duties).
+
+    An external model without an artifact is identified by ``model`` (NAME@VERSION): whoever
+    registered that version.
+    """
+    if artifact_sha256 is None:
+        return {e.actor for e in view.of_kind("model.registered")
+                if model is not None and f"{e.payload['name']}@{e.payload['version']}" == model}
     return {e.actor for e in view.of_kind("model.registered", "model.trained")
             if e.payload["artifact_sha256"] == artifact_sha256}
+
+
+def _trainers(view: LedgerView, decision: ViewEntry) -> set[str]:
+    return trainer_of(view, decision.payload["artifact_sha256"], decision.payload["model"])
 
 
 def approvals_for(view: LedgerView, decision_seq: int) -> list[ViewEntry]:
@@ -197,14 +209,13 @@ def _check_approval(view: LedgerView, seq: int, actor: str | None, payload: dict
             raise InputError(f"approval refused: {payload['signer']} already signed decision "
                              f"{decision.seq} ({payload['meaning']}) at seq {prior.seq}; a signature "
                              "counts once")
-    _check_signature(view, decision, payload, seq, roles=APPROVER_ROLES,
-                     trainers=trainer_of(view, decision.payload["artifact_sha256"]))
+    _check_signature(view, decision, payload, seq, roles=APPROVER_ROLES, trainers=_trainers(view, decision))
 
 
 @register_check("waiver.granted")
 def _check_waiver(view: LedgerView, seq: int, actor: str | None, payload: dict[str, Any]) -> None:
     decision = _decision(view, payload["decision_seq"], payload["decision_leaf_hash"])
-    trainers = trainer_of(view, decision.payload["artifact_sha256"])
+    trainers = _trainers(view, decision)
     signers = set()
     for sig in payload["approvals"]:
         ident = _check_signature(view, decision, sig, seq, roles=APPROVER_ROLES | {"admin"},
@@ -263,8 +274,7 @@ def _audit_signature(view: LedgerView, e: ViewEntry, sigs: list[dict[str, Any]])
         decision = _decision(view, p["decision_seq"], p["decision_leaf_hash"])
         roles = APPROVER_ROLES | ({"admin"} if e.kind == "waiver.granted" else set())
         for sig in sigs:
-            _check_signature(view, decision, sig, e.seq, roles=roles,
-                             trainers=trainer_of(view, decision.payload["artifact_sha256"]))
+            _check_signature(view, decision, sig, e.seq, roles=roles, trainers=_trainers(view, decision))
     except InputError as exc:
         out.append(Finding(e.seq, "violation", str(exc)))
     return out

@@ -3,7 +3,10 @@
 Invariants:
 (1) every item is a strict, frozen model: an unknown field, a negative seq or a malformed hash is
     an error, never ignored;
-(2) every timestamp is RFC 3339 with a time zone (``parse_ts`` reads it).
+(2) every timestamp is RFC 3339 with a time zone (``parse_ts`` reads it);
+(3) evidence binds to a model version as ``binds`` says: by its exact artifact hash, and, when
+    the evidence names a version (evidence on an external model does), to that version only.
+    A model without an artifact (an external model) is bound only by name.
 """
 
 from __future__ import annotations
@@ -24,11 +27,21 @@ __all__ = [
     "IncumbentItem",
     "ModelItem",
     "ValidationItem",
+    "binds",
     "parse_ts",
 ]
 
 #: As ``policies.kinds.EvidenceType`` (not imported: that module imports the gate, which imports this).
 EvidenceType = Literal["fairness", "drift", "explainability", "performance", "data_quality"]
+#: As ``ledger.kinds.DatasetRegistered.role``.
+DatasetRole = Literal["train", "eval", "reference", "production", "outputs"]
+
+
+def binds(model_sha256: str | None, model: str | None, *, artifact_sha256: str | None, ref: str) -> bool:
+    """(3) whether evidence bound to ``model_sha256`` (and version ``model``) is about version ``ref``."""
+    if model is not None:
+        return model == ref and model_sha256 == artifact_sha256
+    return artifact_sha256 is not None and model_sha256 == artifact_sha256
 
 
 def parse_ts(text: str) -> datetime:
@@ -60,15 +73,20 @@ class ModelItem(_Frozen):
 
     name: str
     version: Annotated[int, Field(ge=1)]
-    artifact_sha256: Sha256Hex
+    artifact_sha256: Sha256Hex | None
     registered_by: str
     registered_seq: Seq
     trained_by: str | None = None
     training_data: tuple[Sha256Hex, ...] = ()
+    #: A vendor's model: its evidence comes from its recorded outputs (datasets of role "outputs").
+    external: bool = False
 
     @property
     def ref(self) -> str:
         return f"{self.name}@{self.version}"
+
+    def binds(self, item: EvidenceItem) -> bool:
+        return binds(item.model_sha256, item.model, artifact_sha256=self.artifact_sha256, ref=self.ref)
 
 
 class EvidenceItem(_Frozen):
@@ -78,8 +96,9 @@ class EvidenceItem(_Frozen):
     ts: Timestamp
     type: EvidenceType
     model_sha256: Sha256Hex | None
+    model: str | None = None  # NAME@VERSION, when the evidence names the version
     dataset_sha256: Sha256Hex
-    dataset_role: Literal["train", "eval", "reference", "production"] | None
+    dataset_role: DatasetRole | None
     reference_sha256: Sha256Hex | None = None
     values: dict[str, JsonValue]
     config: dict[str, JsonValue] = Field(default_factory=dict)
@@ -94,7 +113,7 @@ class ValidationItem(_Frozen):
 class DatasetItem(_Frozen):
     seq: Seq
     name: str
-    role: Literal["train", "eval", "reference", "production"]
+    role: DatasetRole
     sensitive_features: tuple[str, ...] = ()
 
 
@@ -113,7 +132,7 @@ class IncumbentItem(_Frozen):
 
     name: str
     version: Annotated[int, Field(ge=1)]
-    artifact_sha256: Sha256Hex
+    artifact_sha256: Sha256Hex | None
     performance: tuple[EvidenceItem, ...] = ()
 
     @property

@@ -45,7 +45,7 @@ __all__ = [
 ]
 
 EvidenceKind = Literal["fairness", "drift", "explainability", "performance"]
-DatasetRole = Literal["train", "eval", "reference", "production", "any"]
+DatasetRole = Literal["train", "eval", "reference", "production", "outputs", "any"]
 FairnessMetric = Literal[
     "demographic_parity_difference", "demographic_parity_ratio", "equalized_odds_difference",
     "equalized_odds_ratio", "equal_opportunity_difference", "disparate_impact",

@@ -2,8 +2,9 @@
 ``RuleResult`` per rule out. Pure: no I/O and no clock (``now`` is an input).
 
 Invariants:
-(1) evidence counts only when bound to the model's exact artifact hash; an item bound to
-    another artifact (or to none) is never read, whatever it says;
+(1) evidence counts only when bound to the model's exact artifact hash (and, when it names a
+    version, to that version; an external model without an artifact is bound by name alone);
+    an item bound to another artifact or version (or to none) is never read, whatever it says;
 (2) of each evidence type a rule reads the newest item (highest seq) on its dataset role:
     ``eval`` by default, any role for drift;
 (3) fail closed: no evidence gives ``missing_evidence``; an undefined, malformed or too
@@ -33,6 +34,7 @@ from policies._inputs import (
     IncumbentItem,
     ModelItem,
     ValidationItem,
+    binds,
 )
 from policies._policy import LoadedPolicy
 from policies._rule_models import (
@@ -360,11 +362,11 @@ def _regression(rule: PerformanceRule, gate: Gate, item: EvidenceItem, measured:
     if inc is None:
         notes.append(f"no incumbent in stage {gate.inputs.stage!r}: nothing to regress against")
         return None
-    if inc.artifact_sha256 == gate.model.artifact_sha256:
+    if inc.artifact_sha256 is not None and inc.artifact_sha256 == gate.model.artifact_sha256:
         notes.append(f"the incumbent {inc.ref} is this artifact")
         return None
-    same = [e for e in inc.performance if e.type == "performance" and e.model_sha256 == inc.artifact_sha256
-            and e.dataset_sha256 == item.dataset_sha256]
+    same = [e for e in inc.performance if e.type == "performance" and e.dataset_sha256 == item.dataset_sha256
+            and binds(e.model_sha256, e.model, artifact_sha256=inc.artifact_sha256, ref=inc.ref)]
     old = max(same, key=lambda e: e.seq, default=None)
     if old is None:
         return (f"missing evidence: the incumbent {inc.ref} has no performance evidence on dataset "

@@ -1,8 +1,10 @@
 """What every rule check shares: the gate's view of its inputs, and the result it builds.
 
 Invariants (numbered as in ``policies._rules``):
-(1) ``Gate.mine`` holds only the evidence bound to the model's exact artifact hash;
-(2) ``Gate.newest`` reads the newest item (highest seq) of a type on a dataset role.
+(1) ``Gate.mine`` holds only the evidence bound to the model's exact artifact hash (and, for
+    evidence that names a version, to that version: ``policies._inputs.binds``);
+(2) ``Gate.newest`` reads the newest item (highest seq) of a type on a dataset role; for an
+    external model, its recorded outputs (role ``outputs``) stand where an eval dataset is asked.
 """
 
 from __future__ import annotations
@@ -29,19 +31,23 @@ class Gate:
         self.inputs = inputs
         self.model = inputs.model
         self.now = parse_ts(inputs.now)
-        # (1) only evidence bound to this exact artifact
-        self.mine = [e for e in inputs.evidence if e.model_sha256 == inputs.model.artifact_sha256]
+        # (1) only evidence bound to this exact artifact (and version)
+        self.mine = [e for e in inputs.evidence if inputs.model.binds(e)]
+
+    def _on(self, item: EvidenceItem, role: str) -> bool:
+        if role in ("any", item.dataset_role):
+            return True
+        return role == "eval" and item.dataset_role == "outputs" and self.model.external
 
     def newest(self, kind: str, role: str) -> EvidenceItem | None:
         """(2) the newest item of ``kind`` on ``role`` ("any": every role)."""
-        items = [e for e in self.mine if e.type == kind and role in ("any", e.dataset_role)]
+        items = [e for e in self.mine if e.type == kind and self._on(e, role)]
         return max(items, key=lambda e: e.seq, default=None)
 
     def missing(self, kind: str, role: str) -> str:
         where = "any dataset" if role == "any" else f"{'an' if role == 'eval' else 'a'} {role} dataset"
         text = f"missing evidence: no {kind} evidence for model {self.model.ref} on {where}"
-        others = sum(1 for e in self.inputs.evidence
-                     if e.type == kind and e.model_sha256 != self.model.artifact_sha256)
+        others = sum(1 for e in self.inputs.evidence if e.type == kind and not self.model.binds(e))
         if others:
             entries = f"{kind} entry bound to another artifact does" if others == 1 else \
                 f"{kind} entries bound to other artifacts do"

@@ -2,7 +2,8 @@
 
 A dataset reference is a registered name (the latest registration wins) or a
 SHA-256 (a unique prefix of at least 12 hex digits is enough). A model reference
-is ``NAME`` (latest version), ``NAME@VERSION`` or an artifact SHA-256. Every
+is ``NAME`` (latest version), ``NAME@VERSION`` or an artifact SHA-256; an external
+(vendor) model may have no artifact, and is then found by name only. Every
 command that reads a registered file first re-hashes it and refuses a file whose
 bytes changed since registration, showing both hashes.
 """
@@ -57,9 +58,11 @@ class RegisteredModel:
     seq: int
     name: str
     version: int
-    artifact_sha256: str
+    artifact_sha256: str | None
     features: tuple[str, ...]
     target: str | None
+    external: bool = False
+    vendor: str | None = None
 
     @property
     def ref(self) -> str:
@@ -146,14 +149,15 @@ class Workspace:
         for e in self.ledger.iter(kind=["model.registered", "model.trained"]):
             p = e.payload
             out.append(RegisteredModel(e.seq, p["name"], p["version"], p["artifact_sha256"],
-                                       tuple(p["features"]), p["target"]))
+                                       tuple(p["features"]), p["target"], bool(p.get("external", False)),
+                                       p.get("vendor")))
         return out
 
     def model(self, ref: str) -> RegisteredModel:
         found = self.models()
         name, _, version = ref.partition("@")
         if _HEX.match(ref):
-            hits = [m for m in found if m.artifact_sha256.startswith(ref)]
+            hits = [m for m in found if m.artifact_sha256 and m.artifact_sha256.startswith(ref)]
         elif version:
             if not version.isdigit():
                 raise InputError(f"model {ref!r}: the version after '@' must be a number")
@@ -163,7 +167,8 @@ class Workspace:
         if not hits:
             known = ", ".join(sorted({m.ref for m in found})) or "none"
             raise InputError(f"model {ref!r} is not on the ledger (registered: {known}); "
-                             "register it with 'mlledger model register'")
+                             "register it with 'mlledger model register', or a vendor's model with "
+                             "'mlledger model register-external'")
         return hits[-1]
 
     def next_version(self, name: str) -> int:
@@ -173,6 +178,9 @@ class Workspace:
         """Load the skops artifact, trusting only skops' defaults plus TRUSTED_TREE_TYPES."""
         import skops.io as sio  # type: ignore[import-untyped]
 
+        if model.external or model.artifact_sha256 is None:
+            raise InputError(f"model {model.ref} is an external model ({model.vendor}): mlledger does not run "
+                             "it; record its outputs and give them with --outputs FILE")
         data = self.artifacts.get(model.artifact_sha256)
         extra = sio.get_untrusted_types(data=data)
         untrusted = [t for t in extra if t not in TRUSTED_TREE_TYPES]
@@ -195,10 +203,20 @@ class Workspace:
     ) -> tuple[Receipt, str]:
         """Store ``result.to_json()`` as an artifact and append its ``evidence.recorded`` entry.
 
-        The entry is bound to the model artifact hash and the dataset hash, carries
+        The entry is bound to the model artifact hash (and, for an external model, its
+        NAME@VERSION) and the dataset hash, carries
         ``result.summary()`` as its values, and names the tool, library versions,
         config and seed so the evidence can be recomputed.
         """
+        digest, event = self.evidence_event(result, type_=type_, model=model, dataset_sha256=dataset_sha256,
+                                            reference_sha256=reference_sha256, actor=actor, seed=seed)
+        return self.ledger.append(event), digest
+
+    def evidence_event(
+        self, result: Any, *, type_: str, model: RegisteredModel | None, dataset_sha256: str,
+        reference_sha256: str | None = None, actor: str, seed: int | None = None,
+    ) -> tuple[str, Event]:
+        """``record_evidence`` up to the append: store the full result, build the entry."""
         from policies.kinds import EvidenceRecorded
 
         digest = self.store_result(result.to_json())
@@ -206,10 +224,11 @@ class Workspace:
         libraries = {**result.libraries, **versions("fairlearn", "aif360", "sklearn", "scipy")}
         payload = EvidenceRecorded(
             type=type_, model_sha256=model.artifact_sha256 if model else None,  # type: ignore[arg-type]
+            model=model.ref if model is not None and model.external else None,
             dataset_sha256=dataset_sha256, reference_sha256=reference_sha256, values=result.summary(),
             artifact_sha256=digest, tool=result.tool, libraries=libraries, config=result.config, seed=seed)
         subject = f"model:{model.ref}" if model else f"dataset:sha256:{dataset_sha256}"
-        return self.ledger.append(Event(payload, actor=actor, subject=subject)), digest
+        return digest, Event(payload, actor=actor, subject=subject)
 
 
 def versions(*names: str) -> dict[str, str]:

@@ -1,21 +1,33 @@
 """Payload models of the data, model, evidence and governance kinds (DESIGN.md section 3).
 
-``dataset.validated``, ``model.registered`` and ``evidence.recorded``. They are
-registered through the ``mlledger.kinds`` entry point, so a ledger reader that
-meets them loads this module on demand.
+``dataset.validated``, ``model.registered``, ``doc.attached``, ``evidence.recorded`` and the
+decision kinds. They are registered through the ``mlledger.kinds`` entry point, so a ledger
+reader that meets them loads this module on demand.
+
+Fields added after a kind was first written (the external-model fields of
+``model.registered``, ``model`` of ``evidence.recorded``) are left out of the payload when
+they hold their defaults, so entries written before them keep their bytes and still validate.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import Field, JsonValue, StringConstraints
+from pydantic import (
+    Field,
+    JsonValue,
+    SerializerFunctionWrapHandler,
+    StringConstraints,
+    model_serializer,
+    model_validator,
+)
 
 from ledger.events import Payload, Sha256Hex, register
 
 __all__ = [
     "EVIDENCE_TYPES",
     "DatasetValidated",
+    "DocAttached",
     "EvidenceRecorded",
     "ModelRegistered",
     "ValidationCheck",
@@ -24,6 +36,11 @@ __all__ = [
 Identifier = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._@:/+-]{0,254}$")]
 Column = Annotated[str, StringConstraints(min_length=1, max_length=1024)]
 Short = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+Text = Annotated[str, StringConstraints(min_length=1, max_length=4096)]
+ModelRef = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._@:/+-]{0,254}@[1-9][0-9]*$")]
+"""``NAME@VERSION``."""
+AnnexIVItem = Annotated[str, StringConstraints(pattern=r"^[1-9](\([a-z]\))?$")]
+"""A point of EU AI Act Annex IV, e.g. ``1`` or ``2(b)``."""
 
 EvidenceType = Literal["fairness", "drift", "explainability", "performance", "data_quality"]
 EVIDENCE_TYPES: tuple[str, ...] = EvidenceType.__args__  # type: ignore[attr-defined]
@@ -54,18 +71,66 @@ class DatasetValidated(Payload):
 
 @register("model.registered")
 class ModelRegistered(Payload):
-    """A model version by artifact hash; the artifact is in the content-addressed store."""
+    """A model version by artifact hash; the artifact is in the content-addressed store.
+
+    An external model (``external: true``: a vendor's model mlledger did not train and does
+    not run) names its vendor; its artifact, when one is supplied (a vendor package), is
+    stored and hashed but never loaded (``format: "vendor"``), else ``artifact_sha256`` is
+    null. Its evidence comes from its recorded outputs and is bound to ``NAME@VERSION``.
+    """
 
     name: Identifier
     version: Annotated[int, Field(ge=1)]
-    artifact_sha256: Sha256Hex
-    format: Literal["skops"]
+    artifact_sha256: Sha256Hex | None
+    format: Literal["skops", "vendor"]
     task: Literal["binary_classification"]
-    features: Annotated[list[Column], Field(min_length=1)]
+    features: list[Column]
     target: Column | None = None
     training_data: list[Sha256Hex] = Field(default_factory=list)
     source: Annotated[str, StringConstraints(min_length=1, max_length=4096)]
     libraries: dict[str, Short] = Field(default_factory=dict)
+    external: bool = False
+    vendor: Text | None = None
+    description: Text | None = None
+
+    @model_validator(mode="after")
+    def _external_or_ours(self) -> Self:
+        if self.external:
+            if self.vendor is None:
+                raise ValueError("an external model names its vendor")
+            if self.format != "vendor":
+                raise ValueError('an external model\'s format is "vendor": mlledger does not load it')
+        else:
+            if self.artifact_sha256 is None:
+                raise ValueError("artifact_sha256 is null, which only an external model may have")
+            if self.format != "skops":
+                raise ValueError('format "vendor" is for external models only')
+            if not self.features:
+                raise ValueError("features: a model mlledger runs lists at least one input column")
+            if self.vendor is not None or self.description is not None:
+                raise ValueError("vendor and description are for external models only")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _omit_external_fields(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        if not self.external:  # models we train keep their pre-external bytes
+            for key in ("external", "vendor", "description"):
+                data.pop(key, None)
+        return data
+
+
+@register("doc.attached")
+class DocAttached(Payload):
+    """A document (e.g. a model card), stored content-addressed, optionally about a model version."""
+
+    sha256: Sha256Hex
+    title: Text
+    size_bytes: Annotated[int, Field(ge=0)]
+    media_type: Short | None = None
+    annex_iv: AnnexIVItem | None = None
+    model: ModelRef | None = None
+    source: Annotated[str, StringConstraints(min_length=1, max_length=4096)]
 
 
 @register("evidence.recorded")
@@ -73,11 +138,14 @@ class EvidenceRecorded(Payload):
     """One evaluator's result, bound to a model artifact and a dataset by hash.
 
     ``values`` are the headline numbers a gate reads; the full result (every
-    table) is the artifact ``artifact_sha256``.
+    table) is the artifact ``artifact_sha256``. Evidence on an external model also
+    names the version (``model``, NAME@VERSION): it binds to that version only,
+    whether or not the model has an artifact.
     """
 
     type: EvidenceType
     model_sha256: Sha256Hex | None = None
+    model: ModelRef | None = None
     dataset_sha256: Sha256Hex
     reference_sha256: Sha256Hex | None = None
     values: dict[str, JsonValue]
@@ -86,6 +154,13 @@ class EvidenceRecorded(Payload):
     libraries: dict[str, Short]
     config: dict[str, JsonValue]
     seed: int | None = None
+
+    @model_serializer(mode="wrap")
+    def _omit_absent_model(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        if self.model is None:  # evidence bound by artifact hash alone keeps its earlier bytes
+            data.pop("model", None)
+        return data
 
 
 RuleOutcome = Literal["pass", "fail", "missing_evidence", "needs_approval"]
@@ -113,7 +188,7 @@ class GateEvaluated(Payload):
     """A policy gate's decision for one model version and stage (DESIGN.md section 6)."""
 
     model: Identifier  # NAME@VERSION
-    artifact_sha256: Sha256Hex
+    artifact_sha256: Sha256Hex | None  # null: an external model without an artifact
     stage: Stage
     policy_name: Identifier
     policy_sha256: Sha256Hex
@@ -159,7 +234,7 @@ class ModelPromoted(Payload):
     """A model version enters a stage, justified by an allowing gate (or a waiver)."""
 
     model: Identifier  # NAME@VERSION
-    artifact_sha256: Sha256Hex
+    artifact_sha256: Sha256Hex | None  # null: an external model without an artifact
     stage: Stage
     gate_seq: Annotated[int, Field(ge=0)]
     approvals: list[int] = Field(default_factory=list)

@@ -2,7 +2,10 @@
 
 The evidence is computed from one confusion table per grouping; every rate derives from it:
 (1) check the inputs: binary labels and predictions, finite scores, equal non-zero lengths,
-    named sensitive features; null sensitive values form the "unknown" category;
+    named sensitive features; null sensitive values form the "unknown" category. Labels may be
+    absent (recorded decisions without outcomes): then every count and rate that needs them
+    (TN/FP/FN/TP, TPR, FPR, FNR, precision, accuracy, the odds disparities, the Theil index) is
+    None, and selection rates, impact ratios and scoring rates are computed as usual;
 (2) code each feature's rows as integers and, when ``intersections``, combine every pair of
     features (and all of them, if more than two) into intersectional groups of observed values;
 (3) count TN, FP, FN, TP (and, with ``y_score``, rows scoring above the sample median) per group
@@ -43,7 +46,6 @@ from ledger.errors import InputError
 
 from ._common import (
     EvidenceResult,
-    GroupCounts,
     Grouping,
     JsonScalar,
     Strict,
@@ -65,15 +67,23 @@ INTERSECTION = " & "
 _RESERVED = frozenset({"n", "theil_index"})
 
 
-class FairnessGroup(GroupCounts):
-    """One group's confusion counts and rates (None where a denominator is zero)."""
+class FairnessGroup(Strict):
+    """One group's confusion counts and rates (None where a denominator is zero, or where the
+    labels they need were not given)."""
 
+    key: tuple[JsonScalar, ...]
+    label: str
+    count: int
+    tn: int | None
+    fp: int | None
+    fn: int | None
+    tp: int | None
     selection_rate: float
     tpr: float | None
     fpr: float | None
     fnr: float | None
     precision: float | None
-    accuracy: float
+    accuracy: float | None
     small_group: bool
     #: LL144: selection rate over the highest known category's (None for "unknown").
     impact_ratio: float | None = None
@@ -158,7 +168,7 @@ class FairnessResult(EvidenceResult):
 
 
 def fairness_report(
-    y_true: npt.ArrayLike | pd.Series,
+    y_true: npt.ArrayLike | pd.Series | None,
     y_pred: npt.ArrayLike | pd.Series,
     *,
     sensitive_features: pd.DataFrame | pd.Series,
@@ -168,7 +178,7 @@ def fairness_report(
     privileged: Mapping[str, object] | None = None,
     pos_label: object = 1,
 ) -> FairnessResult:
-    """Fairness evidence for binary predictions ``y_pred`` of ``y_true``.
+    """Fairness evidence for binary predictions ``y_pred`` of ``y_true`` (None: no outcomes known).
 
     ``sensitive_features`` is matched to the labels by position. ``privileged`` maps a feature
     name (or an intersection name such as ``"sex & race"``, with a tuple value) to its
@@ -178,7 +188,10 @@ def fairness_report(
     if isinstance(min_group_size, bool) or not isinstance(min_group_size, int) or min_group_size < 0:
         raise ValueError(f"min_group_size must be a non-negative int, not {min_group_size!r}")
     # (1) inputs
-    yt, yp = check_binary(y_true, y_pred, pos_label=pos_label)
+    labelled = y_true is not None
+    # Without labels, the predictions stand in for them: every row is then a TN or a TP, so the
+    # selected count is right, and everything that needs a real label is blanked in (4)-(5).
+    yt, yp = check_binary(y_true if labelled else y_pred, y_pred, pos_label=pos_label)
     n = len(yt)
     score = None if y_score is None else check_scores(y_score, n=n)
     features = encode_features(sensitive_features, n=n)
@@ -193,9 +206,9 @@ def fairness_report(
     cell = confusion_cells(yt, yp)
     above = None if score is None else score > np.median(score)
     # (3)-(5) per grouping
-    reports = [_grouping_report(g, cell, above, min_group_size, wanted.get(g.name)) for g in groupings]
+    reports = [_grouping_report(g, cell, above, min_group_size, wanted.get(g.name), labelled) for g in groupings]
     totals = np.bincount(cell, minlength=4)
-    overall = _group_row((), "all", totals, min_group_size)
+    overall = _group_row((), "all", totals, min_group_size, labelled)
     config = {
         "sensitive_features": [f.name for f in features],
         "min_group_size": min_group_size,
@@ -203,13 +216,14 @@ def fairness_report(
         "privileged": {k: list(v) if len(v) > 1 else v[0] for k, v in wanted.items()},
         "pos_label": to_scalar(pos_label),
         "y_score": score is not None,
+        "y_true": labelled,
     }
     return FairnessResult(
         libraries=library_versions("numpy", "pandas"),
         config=config,
         n=n,
         overall=overall,
-        theil_index=_theil(totals),
+        theil_index=_theil(totals) if labelled else None,
         groupings=tuple(reports),
     )
 
@@ -266,9 +280,14 @@ def _privileged(privileged: Mapping[str, object] | None,
 
 
 def _group_row(key: tuple[JsonScalar, ...], label: str, c: npt.NDArray[np.int64], min_group_size: int,
-               **ll144: float | None) -> FairnessGroup:
+               labelled: bool, **ll144: float | None) -> FairnessGroup:
     tn, fp, fn, tp = (int(x) for x in c)
     count = tn + fp + fn + tp
+    if not labelled:  # c holds predictions only: TN = not selected, TP = selected
+        return FairnessGroup(
+            key=key, label=label, count=count, tn=None, fp=None, fn=None, tp=None, selection_rate=tp / count,
+            tpr=None, fpr=None, fnr=None, precision=None, accuracy=None, small_group=count < min_group_size,
+            **ll144)
     return FairnessGroup(
         key=key, label=label, count=count, tn=tn, fp=fp, fn=fn, tp=tp,
         selection_rate=(tp + fp) / count, tpr=div(tp, tp + fn), fpr=div(fp, fp + tn),
@@ -287,13 +306,15 @@ def _spread(values: list[float | None]) -> tuple[float | None, float | None, lis
     return hi - lo, div(lo, hi), missing
 
 
-def _pooled_rates(c: npt.NDArray[np.int64]) -> tuple[float | None, float | None, float | None]:
+def _pooled_rates(c: npt.NDArray[np.int64], labelled: bool) -> tuple[float | None, float | None, float | None]:
     tn, fp, fn, tp = (int(x) for x in c)
+    if not labelled:
+        return div(tp + fp, tn + fp + fn + tp), None, None
     return div(tp + fp, tn + fp + fn + tp), div(tp, tp + fn), div(fp, fp + tn)
 
 
 def _grouping_report(g: Grouping, cell: npt.NDArray[np.int64], above: npt.NDArray[np.bool_] | None,
-                     min_group_size: int, wanted: tuple[JsonScalar, ...] | None) -> FairnessGrouping:
+                     min_group_size: int, wanted: tuple[JsonScalar, ...] | None, labelled: bool) -> FairnessGrouping:
     k = len(g.keys)
     labels = g.labels
     # (3) one pass for the confusion table, one for the scoring counts
@@ -316,15 +337,18 @@ def _grouping_report(g: Grouping, cell: npt.NDArray[np.int64], above: npt.NDArra
             ll144[i]["scoring_rate"] = rates[i]
             ll144[i]["scoring_impact_ratio"] = div(rates[i], top_scoring) if i else None
     # (4) rows; "unknown" apart
-    rows = [_group_row(g.keys[i], labels[i], table[i + 1], min_group_size, **ll144[i + 1]) for i in range(k)]
-    unknown = (_group_row((), "unknown", table[0], min_group_size, **ll144[0]) if counts[0] else None)
+    rows = [_group_row(g.keys[i], labels[i], table[i + 1], min_group_size, labelled, **ll144[i + 1])
+            for i in range(k)]
+    unknown = (_group_row((), "unknown", table[0], min_group_size, labelled, **ll144[0]) if counts[0] else None)
     # (5) disparities: fairlearn, between groups
     tpr_diff, tpr_ratio, no_pos = _spread([r.tpr for r in rows])
     fpr_diff, fpr_ratio, no_neg = _spread([r.fpr for r in rows])
+    if not labelled:  # undefined for want of labels, not of positives or negatives
+        no_pos = no_neg = []
     # aif360: privileged against every other known group, pooled
     p = g.keys.index(wanted) if wanted is not None else int(np.argmax(known_sel))
-    sel_u, tpr_u, fpr_u = _pooled_rates(table[1:].sum(axis=0) - table[p + 1])
-    sel_p, tpr_p, fpr_p = _pooled_rates(table[p + 1])
+    sel_u, tpr_u, fpr_u = _pooled_rates(table[1:].sum(axis=0) - table[p + 1], labelled)
+    sel_p, tpr_p, fpr_p = _pooled_rates(table[p + 1], labelled)
     aod = None
     if tpr_u is not None and tpr_p is not None and fpr_u is not None and fpr_p is not None:
         aod = ((fpr_u - fpr_p) + (tpr_u - tpr_p)) / 2
