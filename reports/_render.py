@@ -18,6 +18,7 @@ import io
 import os
 import tempfile
 import threading
+import warnings
 import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -117,14 +118,20 @@ def _when(ts: str) -> datetime:
 
 def pdf_of(html: str, *, as_of: str, attachments: list[Attachment]) -> bytes:
     """PDF/A-3b of ``html`` with ``attachments`` embedded, dated ``as_of`` (ledger time)."""
-    from weasyprint import HTML  # type: ignore[import-untyped]
-    from weasyprint import Attachment as WAttachment
+    with warnings.catch_warnings():
+        # WeasyPrint warns on import when the system lacks libharfbuzz-subset and it falls back to
+        # fontTools for subsetting fonts (which ``_source_date_epoch`` makes reproducible).
+        warnings.filterwarnings("ignore", message="HarfBuzz-Subset", category=DeprecationWarning)
+        from weasyprint import HTML  # type: ignore[import-untyped]
+        from weasyprint import Attachment as WAttachment
 
     when = _when(as_of)
     embedded = [WAttachment(string=a.data, name=a.name, description=a.description, created=when, modified=when,
                             relationship="Data" if a.name.endswith(".json") else "Source")
                 for a in attachments]
-    with _source_date_epoch(int(when.timestamp())):
+    with _source_date_epoch(int(when.timestamp())), warnings.catch_warnings():
+        # WeasyPrint opens its sRGB output-intent profile for PDF/A and never closes it.
+        warnings.filterwarnings("ignore", message=r"unclosed file .*sRGB2014\.icc", category=ResourceWarning)
         pdf = HTML(string=html, base_url=".").write_pdf(pdf_variant="pdf/a-3b", attachments=embedded,
                                                         pdf_identifier=False)
     assert isinstance(pdf, bytes)
