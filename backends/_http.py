@@ -93,24 +93,28 @@ class _BodyLimit:
                 await _too_large(self.limit, send)
                 return
         seen = 0
+        refused = False
 
         async def limited() -> Any:
-            nonlocal seen
+            nonlocal seen, refused
+            if refused:
+                return {"type": "http.disconnect"}
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    raise _TooLarge
+                if seen > self.limit:  # answer 413 now; the app sees a client that went away
+                    refused = True
+                    await _too_large(self.limit, send)
+                    return {"type": "http.disconnect"}
             return message
 
-        try:
-            await self.app(scope, limited, send)
-        except _TooLarge:
-            await _too_large(self.limit, send)
+        async def guarded(message: Any) -> None:
+            if not refused:
+                await send(message)
+
+        await self.app(scope, limited, guarded)
 
 
-class _TooLarge(Exception):
-    pass
 
 
 async def _too_large(limit: int, send: Callable[[Any], Awaitable[None]]) -> None:

@@ -1,0 +1,163 @@
+"""Batch scoring, single-row proofs of batch commitments, stored inputs and erasure, through the CLI.
+
+Also the privacy scan: no raw input value and no subject id appears in the entries table or
+in an exported bundle, before or after erasure.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import zipfile
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import backends.kinds  # noqa: F401
+from ledger.api import Ledger
+from ledger.canonical import encode
+from tests.integration.serving_world import ENV_CLEAR, build, copy_world, head_size, run
+from tests.integration.test_evidence_cli import applicants
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("predict-template")
+    build(path)
+    return path
+
+
+@pytest.fixture
+def world(template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    copy_world(template, tmp_path)
+    monkeypatch.chdir(tmp_path)
+    for var in ENV_CLEAR:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("MLLEDGER_ACTOR", "dev@example.com")
+    return tmp_path
+
+
+def scoring_file(n: int, path: str = "score.csv") -> pd.DataFrame:
+    frame = applicants(n, 7).drop(columns=["approved", "sex", "race"])
+    # distinctive values, so that a scan for them cannot hit a score or a hash by chance
+    frame["income"] = [123000.0 + i + 0.4375 for i in range(n)]
+    frame["subject"] = [f"subject-zq{i:05d}" for i in range(n)]
+    if path.endswith(".parquet"):
+        frame.to_parquet(path, index=False)
+    else:
+        frame.to_csv(path, index=False)
+    return frame
+
+
+def test_per_row_scoring_records_one_entry_per_row(world: Path) -> None:
+    scoring_file(500)
+    before = head_size()
+    out = json.loads(run("predict", "--model", "credit@production", "--input", "score.csv", "--output", "out.csv",
+                         "--chunk-rows", "128", "--format", "json"))
+    assert out["rows"] == out["entries"] == 500 and head_size() == before + 500
+    result = pd.read_csv("out.csv")
+    assert list(result["row"]) == list(range(500))
+    with Ledger.open(".mlledger") as led:
+        for i in (0, 127, 128, 499):
+            e = led.get(int(result["seq"][i]))
+            assert e.kind == "prediction.made" and e.payload["label"] == result["label"][i]
+            assert e.payload["input_commitment"] == result["input_commitment"][i]
+            assert e.payload["model"] == "credit@1" and e.payload["key_id"].startswith("dk-")
+
+
+def test_subject_keys_store_inputs_and_erasure(world: Path) -> None:
+    frame = scoring_file(40, "score.parquet")
+    run("predict", "--model", "credit@production", "--input", "score.parquet", "--output", "out.parquet",
+        "--subject-column", "subject", "--store-inputs")
+    result = pd.read_parquet("out.parquet")
+    assert result["key_id"].nunique() == 40
+    seq = int(result["seq"][3])
+    shown = json.loads(run("inputs", str(seq)))
+    assert shown == {"age": int(frame["age"][3]), "debt": float(frame["debt"][3]), "income": 123003.4375}
+    out = json.loads(run("erase", "--subject", "subject-zq00003", "--reason", "data subject request",
+                         "--request", "DSR-7", "--actor", "dpo@example.com", "--format", "json"))
+    assert out["key_id"] == result["key_id"][3]
+    assert "is erased" in run("inputs", str(seq), code=2)
+    assert json.loads(run("inputs", str(int(result["seq"][4]))))["income"] == 123004.4375
+    assert "no live key" in run("erase", "--subject", "subject-zq00003", "--reason", "again", code=2)
+    assert "no live key" in run("erase", "--subject", "never-seen", "--reason", "x", code=2)
+    assert "entries verify" in run("verify")
+    run("export", "-o", "bundle.zip")
+    assert "ok" in run("verify-bundle", "bundle.zip", "--trust", ".mlledger/keys/log.vkey")
+    with sqlite3.connect(".mlledger/ledger.db") as db:
+        row = db.execute("SELECT subject, secret, erased_seq FROM subject_keys WHERE key_id = ?",
+                         (out["key_id"],)).fetchone()
+    assert row == (None, None, out["seq"])
+
+
+def test_no_raw_input_or_subject_id_reaches_the_entries_or_a_bundle(world: Path) -> None:
+    frame = scoring_file(60)
+    run("predict", "--model", "credit@production", "--input", "score.csv", "--output", "out.csv",
+        "--subject-column", "subject", "--store-inputs")
+    run("predict", "--model", "credit@production", "--input", "score.csv", "--output", "out2.csv",
+        "--subject-column", "subject", "--batch-commitment")
+    run("erase", "--subject", "subject-zq00001", "--reason", "request")
+    run("export", "-o", "bundle.zip")
+    with sqlite3.connect(".mlledger/ledger.db") as db:
+        stored = b"\n".join(bytes(r[0]) for r in db.execute("SELECT entry FROM entries"))
+    with zipfile.ZipFile("bundle.zip") as z:
+        bundle = b"\n".join(z.read(n) for n in z.namelist())
+    records = Path("out2.csv.records.jsonl").read_bytes()
+    for blob, where in ((stored, "entries"), (bundle, "bundle"), (records, "batch records")):
+        for i in range(60):
+            income = repr(float(frame["income"][i])).encode()
+            assert income not in blob, (where, income)
+            assert f"subject-zq{i:05d}".encode() not in blob, where
+
+
+def test_batch_commitment_proves_single_rows(world: Path) -> None:
+    scoring_file(1000)
+    before = head_size()
+    out = json.loads(run("predict", "--model", "credit@production", "--input", "score.csv", "--output",
+                         "out.csv", "--batch-commitment", "--chunk-rows", "300", "--format", "json"))
+    assert out["entries"] == 1 and head_size() == before + 1
+    with Ledger.open(".mlledger") as led:
+        batch = led.get(out["batch_seq"])
+    assert batch.kind == "prediction.batch" and batch.payload["count"] == 1000 and batch.payload["root"] == out["root"]
+    Path("batch.entry").write_bytes(batch.raw)
+    for row in (0, 1, 299, 300, 999):
+        Path(f"row{row}.json").write_text(run("batch-proof", "out.csv.records.jsonl", "--row", str(row)))
+        assert f"ok: row {row} is in the batch" in run("batch-proof", f"row{row}.json", "--row", str(row),
+                                                      "--verify", "batch.entry")
+    proof = json.loads(Path("row299.json").read_text())
+    record = json.loads(proof["record"])
+    record["label"] = 1 - record["label"]  # the decision altered after the fact
+    Path("forged.json").write_text(json.dumps({**proof, "record": encode(record).decode()}))
+    assert "does not reproduce the root" in run("batch-proof", "forged.json", "--row", "299", "--verify",
+                                                "batch.entry", code=1)
+    assert "out of range" in run("batch-proof", "out.csv.records.jsonl", "--row", "1000", code=2)
+    result = pd.read_csv("out.csv")
+    assert (result["batch_seq"] == out["batch_seq"]).all() and len(result) == 1000
+
+
+@pytest.mark.parametrize(("edit", "says"), [
+    (lambda f: f.drop(columns=["debt"]), "no column 'debt'"),
+    (lambda f: f.assign(age=f["age"].astype(str).where(f.index != 17, "forty")), "score.csv:19: column 'age': 'forty'"),
+    (lambda f: f.assign(debt=f["debt"].where(f.index != 5)), "score.csv:7: column 'debt' is empty"),
+])
+def test_a_bad_file_is_one_error_and_writes_nothing(world: Path, edit: object, says: str) -> None:
+    frame = scoring_file(30)
+    edit(frame).to_csv("score.csv", index=False)  # type: ignore[operator]
+    before = head_size()
+    assert says in run("predict", "--model", "credit@production", "--input", "score.csv", "--output", "out.csv",
+                       code=2)
+    assert head_size() == before and not Path("out.csv").exists()
+
+
+def test_usage_errors(world: Path) -> None:
+    scoring_file(5)
+    assert "NAME@STAGE" in run("predict", "--model", "credit", "--input", "score.csv", "--output", "o.csv", code=2)
+    assert "no deployment at stage 'canary'" in run("predict", "--model", "credit@canary", "--input", "score.csv",
+                                                    "--output", "o.csv", code=2)
+    assert ".csv or .parquet" in run("predict", "--model", "credit@production", "--input", "score.csv",
+                                     "--output", "o.txt", code=2)
+    assert "column 'who'" in run("predict", "--model", "credit@production", "--input", "score.csv", "--output",
+                                 "o.csv", "--subject-column", "who", code=2)
