@@ -192,6 +192,9 @@ def promote(ctx: click.Context, model_ref: str, stage: str, decision_seq: int | 
             mv = model_versions(view).get(model_ref)
             if mv is None:
                 raise InputError(f"model {model_ref!r} is not on the ledger (give NAME@VERSION)")
+            if mv.external and then_deploy:
+                raise InputError(f"{model_ref} is an external model: mlledger does not run it, so it cannot "
+                                 "deploy it; promote it with --no-deploy")
             gates = [e for e in view.of_kind("gate.evaluated")
                      if e.payload["model"] == model_ref and e.payload["stage"] == stage]
             if decision_seq is None:
@@ -203,9 +206,6 @@ def promote(ctx: click.Context, model_ref: str, stage: str, decision_seq: int | 
             trained = [e for e in view.of_kind("model.trained")
                        if mv.artifact_sha256 is not None and e.payload["artifact_sha256"] == mv.artifact_sha256]
             trained_by = str(trained[-1].payload.get("backend", "local")) if trained else None
-            if mv.external and then_deploy:
-                raise InputError(f"{model_ref} is an external model: mlledger does not run it, so it cannot "
-                                 "deploy it; promote it with --no-deploy")
         payload = ModelPromoted(model=model_ref, artifact_sha256=mv.artifact_sha256, stage=stage,
                                 gate_seq=decision_seq, approvals=approvals, waiver_seq=waiver_seq)
         r = ledger.append(Event(payload, actor=_actor(actor), subject=f"model:{model_ref}"))
