@@ -180,7 +180,7 @@ def source_bundle(ledger: Ledger, size: int | None, as_of: str) -> bytes | None:
         manifest["created"] = as_of
         (root / "manifest.json").write_bytes(orjson.dumps(manifest, option=orjson.OPT_SORT_KEYS) + b"\n")
         buf = io.BytesIO()
-        with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=6) as zf:
+        with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
             for path in sorted(p for p in root.rglob("*") if p.is_file()):
                 info = zipfile.ZipInfo(path.relative_to(root).as_posix(), date_time=_ZIP_TIME)
                 info.external_attr = 0o644 << 16
