@@ -20,6 +20,7 @@ import hashlib
 import os
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -145,6 +146,20 @@ def predict_file(scorer: Scorer, source: Path, output: Path, *, subject_column: 
     first_seq: int | None = None
     entries = 0
     rec_fh = tmp_rec.open("wb") if tmp_rec else None
+    # chunk N is committed on a writer thread while chunk N+1 is predicted and encoded
+    writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlledger-batch")
+    pending: tuple[Future[list[Any]], dict[str, Any]] | None = None
+
+    def settle() -> None:
+        nonlocal pending, entries, first_seq
+        if pending is not None:
+            future, part = pending
+            pending = None
+            receipts = future.result()
+            entries += len(receipts)
+            first_seq = receipts[0].seq if first_seq is None else first_seq
+            part["seq"] = [r.seq for r in receipts]
+
     try:
         done = 0
         for frame in _chunks(source, chunk_rows):  # pass 2
@@ -171,16 +186,16 @@ def predict_file(scorer: Scorer, source: Path, output: Path, *, subject_column: 
                     input_commitment=part["input_commitment"][i], key_id=keys[i].key_id, label=labels[i],
                     score=scores[i], latency_ms=latency_ms, automated_decision=automated, sealed=scorer.seal),
                     actor=scorer.actor, subject=f"model:{d.ref}") for i in range(len(records))]
-                receipts = scorer.ws.ledger.append_many(events)
-                entries += len(receipts)
-                first_seq = receipts[0].seq if first_seq is None else first_seq
-                part["seq"] = [r.seq for r in receipts]
+                settle()
+                pending = (writer.submit(scorer.ws.ledger.append_many, events), part)
             if scorer.seal:
+                settle()  # inputs are stored only for committed decisions
                 scorer.keys.store_sealed(zip(keys, digests, records, strict=True))
             parts.append(part)
             done += len(records)
             if progress:
                 progress(len(records))
+        settle()
         batch_seq = root = None
         if rec_fh is not None and tmp_rec is not None and records_path is not None:
             rec_fh.close()
@@ -196,6 +211,9 @@ def predict_file(scorer: Scorer, source: Path, output: Path, *, subject_column: 
         _write_output(parts, tmp_out, out_fmt, batch_seq)
         os.replace(tmp_out, output)
     finally:
+        if pending is not None:  # failing already: let a chunk in flight finish; report the first error
+            pending[0].exception()
+        writer.shutdown()
         if rec_fh is not None:
             rec_fh.close()
         for t in (tmp_out, tmp_rec):

@@ -107,6 +107,9 @@ def deploy(ws: Workspace, home: Path, ref: str, *, stage: str, backend: str = "l
         held = ", ".join(sorted(mv.stages)) or "no stage"
         raise InputError(f"model {ref} does not hold stage {stage!r} (it holds {held}); "
                          f"promote it first with 'mlledger promote {ref} --to {stage}'")
+    if mv.artifact_sha256 is None:
+        raise InputError(f"model {ref} is an external model without an artifact: mlledger cannot serve it; "
+                         "record its outputs with 'mlledger evidence ... --outputs' instead")
     engine = get_backend(backend)
     engine.load(ArtifactRef(ws.artifacts, mv.artifact_sha256))  # step (2)
     payload = ModelDeployed(model=ref, artifact_sha256=mv.artifact_sha256, stage=stage, backend=engine.name,

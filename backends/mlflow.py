@@ -297,7 +297,7 @@ def deploy(ws: Workspace, home: Path, ref: str, *, stage: str, actor: str,
         engine.check_reachable()
         with ws.ledger.view() as view:
             mv = model_versions(view).get(ref)
-        if mv is None or stage not in mv.stages:
+        if mv is None or stage not in mv.stages or mv.artifact_sha256 is None:
             run_deploy(ws, home, ref, stage=stage, backend=engine.name, actor=actor)  # raises, writing nothing
             raise AssertionError(f"deploy of {ref}, which does not hold {stage!r}, did not refuse")
         found = [v for v in engine.versions_with(mv.artifact_sha256, mv.name)

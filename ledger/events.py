@@ -9,6 +9,8 @@ Later issues add kinds with ``@register``; a kind is registered exactly once.
 
 from __future__ import annotations
 
+import functools
+
 import re
 from collections.abc import Callable, Mapping
 from typing import Annotated, Any, ClassVar, Final, TypeVar
@@ -228,7 +230,16 @@ _NAME_RE: Final = re.compile(r"[^\x00-\x1f\x7f]+")
 def _check_name(value: object, field: str) -> None:
     if not isinstance(value, str):
         raise InputError(f"{field}: must be a string, got {type(value).__name__}")
+    problem = _name_problem(value)
+    if problem:
+        raise InputError(f"{field}: {problem}")
+
+
+@functools.lru_cache(maxsize=4096)
+def _name_problem(value: str) -> str:
+    """Why ``value`` is not a valid actor or subject ('' if it is); cached, as names repeat."""
     if not _NAME_RE.fullmatch(value):
-        raise InputError(f"{field}: must be non-empty, without control characters (got {value!r:.80})")
+        return f"must be non-empty, without control characters (got {value!r:.80})"
     if len(value.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
-        raise InputError(f"{field}: longer than {MAX_NAME_BYTES} bytes")
+        return f"longer than {MAX_NAME_BYTES} bytes"
+    return ""
