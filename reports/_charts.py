@@ -76,12 +76,12 @@ def bars(labels: Sequence[str], values: Sequence[float | None], *, xlabel: str, 
         top = max([*vals, *(x for x, _ in lines), 0.0])
         for x, text in lines:
             ax.axvline(x, color="#000000", linestyle="--", linewidth=0.9)
-            ax.text(x, len(labels) - 0.4, f" {text}", fontsize=7, va="bottom")
+            ax.text(x, 1.0, f" {text}", fontsize=7, va="bottom", transform=ax.get_xaxis_transform())
         ax.set_yticks(ys, [str(x) for x in labels])
         ax.set_xlim(0, top * 1.18 if top > 0 else 1)
         ax.set_ylim(-0.6, len(labels) - 0.1 + 0.5)
         ax.set_xlabel(xlabel)
-        ax.set_title(title, fontsize=9, loc="left")
+        ax.set_title(title, fontsize=9, loc="left", pad=14 if lines else 6)
         return _svg(fig)
 
 

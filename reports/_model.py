@@ -202,9 +202,12 @@ def _summary(data: dict[str, Any]) -> dict[str, Any]:
     issues = []
     if not data["evidence"]:
         issues.append("no evidence is recorded for this model version")
-    for g in latest.values():
+    approved = {g["seq"]: g["approvals"] for g in data["decisions"]}
+    for stage, g in latest.items():
+        if g["decision"] == "needs_approval" and approved.get(g["seq"]) and stage in data["model"]["stages"]:
+            continue  # approved, and the promotion it allowed holds the stage
         if g["decision"] != "allow":
-            issues.append(f"latest gate decision at seq {g['seq']} ({g['policy']}): {g['decision']}")
+            issues.append(f"latest gate decision for {stage} at seq {g['seq']} ({g['policy']}): {g['decision']}")
     issues += [f"seq {f['seq']}: {f['message']}" for f in data["findings"]["model"] if f["severity"] == "violation"]
     issues += [f"unverified signature at seq {s['seq']} by {s['signer']}" for s in data["signatures"]
                if not s["verified"]]

@@ -10,23 +10,7 @@ from click.testing import CliRunner
 from ledger.api import Ledger
 from ledger.cli import root
 from tests.integration.test_evidence_cli import FEATURES, applicants
-
-STAGING = """name: credit-staging
-stage: staging
-description: staging gate
-rules:
-  - id: perf
-    kind: performance
-    min: {accuracy: 0.6}
-    source: team floor
-  - id: approval.model-risk
-    kind: approval
-    quorum: 1
-    role: model-risk
-    meaning: approval
-    exclude_trainer: true
-    source: SR 11-7 independent validation
-"""
+from tests.integration.test_governance_cli import STAGING
 
 DEV = "dev@example.com"
 AUDITOR = "auditor@example.com"
