@@ -210,7 +210,7 @@ def model_register(obj: Context, file: Path, name: str, features: str, target: s
         click.echo(f"registered model {name}@{version} artifact sha256 {digest} at seq {r.seq}")
 
 
-from policies._cli_external import OutputsRun, outputs_options, register_external  # noqa: E402
+from policies._cli_external import OutputsRun, one_source, outputs_options, register_external  # noqa: E402
 from policies._workspace import versions as _versions  # noqa: E402
 
 model.add_command(register_external)
@@ -289,20 +289,6 @@ def _evidence_command(name: str, help_text: str) -> Callable[[Callable[..., None
     return deco
 
 
-def _one_source(data_ref: str | None, outputs: Path | None) -> None:
-    if (data_ref is None) == (outputs is None):
-        raise InputError("give --data DATASET (a model mlledger runs) or --outputs FILE (a model's recorded "
-                         "outputs), one of the two")
-
-
-def _outputs_run(ws: Workspace, model_ref: str, out: dict[str, Any], sensitive: str | None,
-                 actor: str | None) -> OutputsRun:
-    return OutputsRun(ws, model_ref, out["outputs"], score_column=out["score_column"],
-                      decision_column=out["decision_column"], label_column=out["label_column"],
-                      pos_label=out["pos_label"], sensitive=_columns(sensitive),
-                      outputs_name=out["outputs_name"], actor=_actor(actor))
-
-
 @_evidence_command("fairness", """Group fairness of a model on a dataset (fairlearn- and aif360-checked).
 
     Per group and intersection: selection rate, TPR, FPR, FNR, precision, accuracy, counts;
@@ -324,19 +310,14 @@ def _outputs_run(ws: Workspace, model_ref: str, out: dict[str, Any], sensitive: 
 def evidence_fairness(obj: Context, model_ref: str, data_ref: str | None, sensitive: str | None,
                       min_group_size: int, no_intersections: bool, actor: str | None, fmt: str,
                       **out: Any) -> None:
-    from policies.evidence._fairness import fairness_report
-
-    _one_source(data_ref, out["outputs"])
+    one_source(data_ref, out["outputs"])
     with workspace(obj) as ws:
         if out["outputs"] is not None:
-            run = _outputs_run(ws, model_ref, out, sensitive, actor)
-            if not run.spec.sensitive:
-                raise InputError(f"{run.where}: name the group columns of the outputs table with --sensitive")
-            t = run.table()
-            result = fairness_report(t.y_true, t.y_pred, sensitive_features=t.sensitive, y_score=t.y_score,
-                                     min_group_size=min_group_size, intersections=not no_intersections)
-            seq, digest = run.record(result, type_="fairness", config=t.config(run.spec))
+            run = OutputsRun.from_options(ws, model_ref, out, _columns(sensitive), _actor(actor))
+            seq, digest, result = run.fairness(min_group_size=min_group_size, intersections=not no_intersections)
         else:
+            from policies.evidence._fairness import fairness_report
+
             assert data_ref is not None
             m, ds = ws.model(model_ref), ws.dataset(data_ref)
             frame = ws.load_frame(ds)
@@ -360,19 +341,14 @@ def evidence_fairness(obj: Context, model_ref: str, data_ref: str | None, sensit
 @click.option("--sensitive", help="Override the dataset's declared sensitive features.")
 def evidence_performance(obj: Context, model_ref: str, data_ref: str | None, sensitive: str | None,
                          actor: str | None, fmt: str, **out: Any) -> None:
-    from policies.evidence._performance import performance_report
-
-    _one_source(data_ref, out["outputs"])
+    one_source(data_ref, out["outputs"])
     with workspace(obj) as ws:
         if out["outputs"] is not None:
-            run = _outputs_run(ws, model_ref, out, sensitive, actor)
-            t = run.table(need_labels=True)
-            proba = t.y_score is not None and bool(((t.y_score >= 0) & (t.y_score <= 1)).all())
-            result = performance_report(t.y_true, t.y_pred, y_score=t.y_score if proba else None,
-                                        sensitive_features=t.sensitive if run.spec.sensitive else None)
-            seq, digest = run.record(result, type_="performance",
-                                     config={**t.config(run.spec), "scores_as_probabilities": proba})
+            run = OutputsRun.from_options(ws, model_ref, out, _columns(sensitive), _actor(actor))
+            seq, digest, result = run.performance()
         else:
+            from policies.evidence._performance import performance_report
+
             assert data_ref is not None
             m, ds = ws.model(model_ref), ws.dataset(data_ref)
             frame = ws.load_frame(ds)
@@ -415,8 +391,8 @@ def evidence_drift(obj: Context, reference_ref: str | None, current_ref: str | N
         if model_ref is None or time_column is None or reference_until is None:
             raise InputError("drift from --outputs needs --model, --time-column and --reference-until")
         with workspace(obj) as ws:
-            run = _outputs_run(ws, model_ref, out, sensitive, actor)
-            seq, digest, result = _outputs_drift(run, _columns(features), time_column, reference_until)
+            run = OutputsRun.from_options(ws, model_ref, out, _columns(sensitive), _actor(actor))
+            seq, digest, result = run.drift(_columns(features), time_column, reference_until)
         _emit(fmt, "drift", seq, digest, result.summary())
         return
     if reference_ref is None or current_ref is None:
@@ -435,32 +411,6 @@ def evidence_drift(obj: Context, reference_ref: str | None, current_ref: str | N
         seq, digest = _record(ws, result, type_="drift", model=m, dataset=cur.sha256,
                               reference=ref.sha256, actor=_actor(actor))
     _emit(fmt, "drift", seq, digest, result.summary())
-
-
-def _outputs_drift(run: OutputsRun, features: list[str], time_column: str,
-                   reference_until: str) -> tuple[int, str, Any]:
-    """Drift of the outputs (and of --features) between two periods of one outputs table."""
-    import numpy as np
-
-    from policies.evidence._drift import drift_report
-    from policies.evidence._outputs import split_periods
-
-    t = run.table()
-    frame = run.frame
-    cols = features or list(run.spec.sensitive) or [run.spec.output_column]
-    missing = [c for c in cols if c not in frame.columns]
-    if missing:
-        raise InputError(f"{run.where}: the outputs table has no column(s) {', '.join(map(repr, missing))}")
-    before, periods = split_periods(frame, time_column, reference_until, where=run.where)
-    scored = run.spec.decision_column is None
-    pred = t.y_score if scored else t.y_pred.astype(np.int64)
-    result = drift_report(frame[before][cols].reset_index(drop=True), frame[~before][cols].reset_index(drop=True),
-                          features=cols, categorical=[c for c in cols if frame[c].dtype.kind not in "iuf"],
-                          reference_predictions=pred[before], current_predictions=pred[~before],
-                          prediction_kind="numeric" if scored else "categorical")
-    seq, digest = run.record(result, type_="drift", config={**t.config(run.spec), **periods},
-                             reference_sha256=run.dataset.sha256)
-    return seq, digest, result
 
 
 @_evidence_command("explain", """Global permutation importance (top k), flagging any sensitive feature

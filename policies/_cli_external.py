@@ -11,6 +11,7 @@ anything is written; the dataset and the evidence entries are appended together.
 
 from __future__ import annotations
 
+import hashlib
 import mimetypes
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from ledger.errors import InputError
 from ledger.events import Event
 from policies._workspace import RegisteredDataset, Workspace
 
-__all__ = ["OutputsRun", "outputs_options", "register_external"]
+__all__ = ["OutputsRun", "one_source", "outputs_options", "register_external"]
 
 PathArg = click.Path(exists=True, dir_okay=False, path_type=Path)
 
@@ -51,7 +52,7 @@ def register_external(obj: Context, name: str, version: int, vendor: str, descri
     document is stored the same way and recorded as doc.attached. Evidence on the model then
     comes from its recorded outputs: 'mlledger evidence fairness --model NAME@VERSION --outputs FILE'.
     """
-    from policies._cli import _actor
+    from policies._cli import _actor, workspace
     from policies.kinds import DocAttached, ModelRegistered
 
     who = _actor(actor)
@@ -60,15 +61,11 @@ def register_external(obj: Context, name: str, version: int, vendor: str, descri
     doc = card.read_bytes() if card is not None else None
     if annex_iv is not None and card is None:
         raise InputError("--annex-iv describes the card: give --card FILE too")
-    from policies._cli import workspace
-
     with workspace(obj) as ws:
         taken = [m for m in ws.models() if m.name == name and m.version == version]
         if taken:
             raise InputError(f"model {ref} is already on the ledger (seq {taken[-1].seq}); "
                              f"register the new version as {name}@{ws.next_version(name)}")
-        import hashlib
-
         digest = None if art is None else hashlib.sha256(art).hexdigest()
         source = artifact.resolve().as_uri() if artifact is not None else f"vendor:{vendor}"
         payload = ModelRegistered(name=name, version=version, artifact_sha256=digest, format="vendor",
@@ -121,6 +118,12 @@ def outputs_options(fn: Any) -> Any:
     return fn
 
 
+def one_source(data_ref: str | None, outputs: Path | None) -> None:
+    if (data_ref is None) == (outputs is None):
+        raise InputError("give --data DATASET (a model mlledger runs) or --outputs FILE (a model's recorded "
+                         "outputs), one of the two")
+
+
 class OutputsRun:
     """One evidence command over an outputs file: checks, computes, then appends once."""
 
@@ -135,10 +138,18 @@ class OutputsRun:
         self.path = path.resolve()
         self.dataset = self._outputs_dataset(outputs_name, label_column)
         self.spec = OutputsSpec(score_column=score_column, decision_column=decision_column,
-                                label_column=label_column,
+                                label_column=label_column or self.dataset.target,
                                 sensitive=tuple(sensitive or self.dataset.sensitive), pos_label=pos_label)
         self.frame = ws.load_frame(self.dataset)
         self.where = str(self.path)
+
+    @classmethod
+    def from_options(cls, ws: Workspace, model_ref: str, out: dict[str, Any], sensitive: list[str],
+                     actor: str) -> OutputsRun:
+        """From the values of ``outputs_options``."""
+        return cls(ws, model_ref, out["outputs"], score_column=out["score_column"],
+                   decision_column=out["decision_column"], label_column=out["label_column"],
+                   pos_label=out["pos_label"], sensitive=sensitive, outputs_name=out["outputs_name"], actor=actor)
 
     def _outputs_dataset(self, name: str | None, target: str | None) -> RegisteredDataset:
         """The registered dataset with this file's hash, or a new one (seq -1) of role ``outputs``."""
@@ -191,3 +202,52 @@ class OutputsRun:
         events.append(event)
         receipts = self.ws.ledger.append_many(events)
         return receipts[-1].seq, digest
+
+    # -- the evidence ---------------------------------------------------------------------
+
+    def fairness(self, *, min_group_size: int, intersections: bool) -> tuple[int, str, Any]:
+        from policies.evidence._fairness import fairness_report
+
+        if not self.spec.sensitive:
+            raise InputError(f"{self.where}: name the group columns of the outputs table with --sensitive")
+        t = self.table()
+        result = fairness_report(t.y_true, t.y_pred, sensitive_features=t.sensitive, y_score=t.y_score,
+                                 min_group_size=min_group_size, intersections=intersections)
+        return (*self.record(result, type_="fairness", config=t.config(self.spec)), result)
+
+    def performance(self) -> tuple[int, str, Any]:
+        """Needs the outcomes; scores count as probabilities only when all lie in [0, 1]."""
+        from policies.evidence._performance import performance_report
+
+        t = self.table(need_labels=True)
+        proba = t.y_score is not None and bool(((t.y_score >= 0) & (t.y_score <= 1)).all())
+        result = performance_report(t.y_true, t.y_pred, y_score=t.y_score if proba else None,
+                                    sensitive_features=t.sensitive if self.spec.sensitive else None)
+        config = {**t.config(self.spec), "scores_as_probabilities": proba}
+        return (*self.record(result, type_="performance", config=config), result)
+
+    def drift(self, features: list[str], time_column: str, reference_until: str) -> tuple[int, str, Any]:
+        """The outputs (and ``features``: default the sensitive columns, else the output itself)
+        of the period from ``reference_until`` on against the period before it."""
+        import numpy as np
+
+        from policies.evidence._drift import drift_report
+        from policies.evidence._outputs import split_periods
+
+        t = self.table()
+        frame = self.frame
+        cols = features or list(self.spec.sensitive) or [self.spec.output_column]
+        missing = [c for c in cols if c not in frame.columns]
+        if missing:
+            raise InputError(f"{self.where}: the outputs table has no column(s) {', '.join(map(repr, missing))}")
+        before, periods = split_periods(frame, time_column, reference_until, where=self.where)
+        scored = self.spec.decision_column is None
+        pred = t.y_score if scored else t.y_pred.astype(np.int64)
+        assert pred is not None
+        result = drift_report(frame[before][cols].reset_index(drop=True),
+                              frame[~before][cols].reset_index(drop=True), features=cols,
+                              categorical=[c for c in cols if frame[c].dtype.kind not in "iuf"],
+                              reference_predictions=pred[before], current_predictions=pred[~before],
+                              prediction_kind="numeric" if scored else "categorical")
+        config = {**t.config(self.spec), **periods}
+        return (*self.record(result, type_="drift", config=config, reference_sha256=self.dataset.sha256), result)

@@ -55,7 +55,8 @@ class Gate:
         elsewhere = [e for e in self.mine if e.type == kind]
         if elsewhere:
             e = max(elsewhere, key=lambda e: e.seq)
-            text += f"; seq {e.seq} is on a {e.dataset_role or 'unregistered'} dataset"
+            role = e.dataset_role or "unregistered"
+            text += f"; seq {e.seq} is on {'an' if role[0] in 'aeiou' else 'a'} {role} dataset"
         return text
 
     def validation(self, sha: str) -> ValidationItem | None:

@@ -203,10 +203,10 @@ class Workspace:
     ) -> tuple[Receipt, str]:
         """Store ``result.to_json()`` as an artifact and append its ``evidence.recorded`` entry.
 
-        The entry is bound to the model artifact hash (and, for an external model, its
-        NAME@VERSION) and the dataset hash, carries
-        ``result.summary()`` as its values, and names the tool, library versions,
-        config and seed so the evidence can be recomputed.
+        The entry is bound to the model artifact hash (and, for an external model, to
+        its NAME@VERSION) and the dataset hash, carries ``result.summary()`` as its
+        values, and names the tool, library versions, config and seed so the evidence
+        can be recomputed.
         """
         digest, event = self.evidence_event(result, type_=type_, model=model, dataset_sha256=dataset_sha256,
                                             reference_sha256=reference_sha256, actor=actor, seed=seed)

@@ -17,6 +17,8 @@ from click.testing import CliRunner
 from ledger.api import Ledger
 from ledger.artifacts import ArtifactStore
 from ledger.cli import root
+from tests.integration.test_governance_cli import run
+from tests.integration.test_train_cli import entries
 
 PRODUCTION = """name: vendor-production
 stage: production
@@ -62,20 +64,9 @@ def recorded_decisions(seed: int = 5) -> pd.DataFrame:
     return out
 
 
-def run(*args: str, code: int = 0) -> str:
-    result = CliRunner().invoke(root, list(args))
-    assert result.exit_code == code, (args, result.stdout, result.stderr)
-    return result.stdout + result.stderr
-
-
 def size() -> int:
     with Ledger.open(".mlledger") as led:
         return led.head().size
-
-
-def entries(kind: str) -> list[dict[str, object]]:
-    with Ledger.open(".mlledger") as led:
-        return [{"seq": e.seq, "actor": e.actor, **e.payload} for e in led.iter(kind=kind)]
 
 
 @pytest.fixture

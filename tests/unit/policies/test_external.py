@@ -95,3 +95,11 @@ def test_evidence_not_bound_to_the_external_version_does_not_count(other: str) -
     [result] = evaluate(policy(FOUR_FIFTHS), vendor_inputs(ev))
     assert result.outcome == "missing_evidence"
     assert "1 fairness entry bound to another artifact does not count" in result.reason
+
+
+def test_outputs_do_not_stand_for_eval_data_of_a_model_we_trained() -> None:
+    d = base_inputs()
+    d["datasets"][EVAL] = {"seq": 3, "name": "outputs", "role": "outputs", "sensitive_features": ["sex", "race"]}
+    d["evidence"] = [item(20, "fairness", FAIRNESS, role="outputs")]
+    [result] = evaluate(policy(FOUR_FIFTHS), GateInputs.model_validate(d))
+    assert result.outcome == "missing_evidence" and "seq 20 is on an outputs dataset" in result.reason
