@@ -180,7 +180,7 @@ def predict_file(scorer: Scorer, source: Path, output: Path, *, subject_column: 
                                    "label": labels[i], "row": row, "score": scores[i]})
                     leaves.append(merkle.leaf_hash(line))
                     rec_fh.write(line + b"\n")
-            else:
+            elif scorer.record:  # (not recording: bench/predict.py's baseline only)
                 events = [Event(PredictionMade(
                     model=d.ref, artifact_sha256=d.artifact_sha256, stage=d.stage, deployed_seq=d.deployed_seq,
                     input_commitment=part["input_commitment"][i], key_id=keys[i].key_id, label=labels[i],

@@ -244,12 +244,16 @@ class LocalBackend:
             if missing:
                 raise InputError(f"the batch lacks the sensitive column(s) {', '.join(missing)} this "
                                  f"{model.method} model needs to predict")
-        labels = np.asarray(model.predict(batch))
         scores = None
-        if hasattr(model, "predict_proba"):
+        if hasattr(model, "predict_proba") and hasattr(model, "classes_") and not isinstance(model, MitigatedClassifier):
+            # one pass, as in training: predict is classes_[argmax(predict_proba)] for the allow-listed classifiers
             proba = np.asarray(model.predict_proba(batch))
-            if proba.ndim == 2 and proba.shape[1] == 2:
-                scores = proba[:, 1]
+            labels = np.asarray(model.classes_)[np.argmax(proba, axis=1)]
+        else:
+            labels = np.asarray(model.predict(batch))
+            proba = np.asarray(model.predict_proba(batch)) if hasattr(model, "predict_proba") else None
+        if proba is not None and proba.ndim == 2 and proba.shape[1] == 2:
+            scores = proba[:, 1]
         return Predictions(labels=labels, scores=scores)
 
     def describe(self) -> dict[str, Any]:

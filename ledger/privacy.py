@@ -63,7 +63,7 @@ def derive(secret: bytes, info: bytes) -> bytes:
 
 def commitment(commit_key: bytes, record: Mapping[str, Any]) -> bytes:
     """HMAC-SHA256 over the canonical bytes of one input record (``ledger.canonical``)."""
-    return hmac.new(commit_key, encode(dict(record)), sha256).digest()
+    return hmac.new(commit_key, encode(record), sha256).digest()
 
 
 @dataclass(frozen=True, slots=True)

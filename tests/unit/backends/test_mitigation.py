@@ -169,3 +169,7 @@ def test_one_pass_train_metrics_equal_predict(estimator: str) -> None:
     model = build_pipeline(spec, frame).fit(frame, frame["approved"])
     labels = model.classes_[np.argmax(model.predict_proba(frame), axis=1)]
     assert (labels == model.predict(frame)).all()
+    from backends.local import LocalBackend  # serving takes the same shortcut
+
+    served = LocalBackend().predict(model, frame)
+    assert (served.labels == model.predict(frame)).all() and (served.scores == model.predict_proba(frame)[:, 1]).all()
