@@ -38,7 +38,7 @@ def _seqs(items: list[dict[str, Any]]) -> list[int]:
 
 
 def _docs(d: dict[str, Any], item: int | None = None, words: tuple[str, ...] = ()) -> list[dict[str, Any]]:
-    return [x for x in d["documents"] if (item is not None and x.get("annex_iv") == item)
+    return [x for x in d["documents"] if (item is not None and str(x.get("annex_iv")) == str(item))
             or (words and any(w in x["title"].lower() for w in words))]
 
 

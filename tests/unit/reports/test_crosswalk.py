@@ -14,16 +14,28 @@ from reports._model import assemble_model
 from tests.unit.reports.world import build
 
 
-def rows(home: Path) -> dict[tuple[str, str, str], dict]:
+def dossier(home: Path) -> dict:
     with Ledger.open(str(home)) as led:
-        data = assemble_model(led, "credit@1", size=led.head_size(), verified=led.verify(),
+        return assemble_model(led, "credit@1", size=led.head_size(), verified=led.verify(),
                               artifacts=ArtifactStore(home / "artifacts"))
+
+
+def rows(home: Path) -> dict[tuple[str, str, str], dict]:
+    return by_key(dossier(home))
+
+
+def by_key(data: dict) -> dict[tuple[str, str, str], dict]:
     return {(r["framework"], r["ref"], r["title"]): r for r in crosswalk(data)}
 
 
 @pytest.fixture(scope="module")
-def full(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str, str], dict]:
-    return rows(build(tmp_path_factory.mktemp("full")))
+def full_data(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    return dossier(build(tmp_path_factory.mktemp("full")))
+
+
+@pytest.fixture(scope="module")
+def full(full_data: dict) -> dict[tuple[str, str, str], dict]:
+    return by_key(full_data)
 
 
 @pytest.fixture(scope="module")
@@ -77,3 +89,14 @@ def test_situations_that_did_not_arise_are_not_applicable_not_met(full: dict) ->
         r = row(full, "GDPR", ref)
         assert r["status"] == "n/a" and r["evidence"] == []
     assert row(full, "EU AI Act", "Art. 73")["status"] == "n/a"
+
+
+def test_an_attached_annex_iv_document_meets_its_item(full_data: dict) -> None:
+    """doc.attached carries the Annex IV item as text ("8"), as ``model register-external --annex-iv`` writes it."""
+    doc = {"seq": 99, "ts": "2026-01-01T00:00:00.000000Z", "kind": "doc.attached", "actor": "a", "subject": None,
+           "leaf_hash": "0" * 64, "title": "EU declaration of conformity", "sha256": "1" * 64, "annex_iv": "8",
+           "model": "credit@1"}
+    table = by_key({**full_data, "documents": [*full_data["documents"], doc]})
+    assert row(table, "EU AI Act", "Annex IV(8)") == {**row(table, "EU AI Act", "Annex IV(8)"), "status": "met",
+                                                       "evidence": [99]}
+    assert row(table, "EU AI Act", "Annex IV(7)")["status"] == "missing"
