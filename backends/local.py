@@ -245,7 +245,9 @@ class LocalBackend:
                 raise InputError(f"the batch lacks the sensitive column(s) {', '.join(missing)} this "
                                  f"{model.method} model needs to predict")
         scores = None
-        if hasattr(model, "predict_proba") and hasattr(model, "classes_") and not isinstance(model, MitigatedClassifier):
+        proba: Any = None
+        one_pass = hasattr(model, "predict_proba") and hasattr(model, "classes_")
+        if one_pass and not isinstance(model, MitigatedClassifier):
             # one pass, as in training: predict is classes_[argmax(predict_proba)] for the allow-listed classifiers
             proba = np.asarray(model.predict_proba(batch))
             labels = np.asarray(model.classes_)[np.argmax(proba, axis=1)]

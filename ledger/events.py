@@ -10,7 +10,6 @@ Later issues add kinds with ``@register``; a kind is registered exactly once.
 from __future__ import annotations
 
 import functools
-
 import re
 from collections.abc import Callable, Mapping
 from typing import Annotated, Any, ClassVar, Final, TypeVar
