@@ -50,7 +50,8 @@ def data() -> None:
 
 @data.command(name="register")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--role", type=click.Choice(["train", "eval", "reference", "production"]), required=True)
+@click.option("--role", type=click.Choice(["train", "eval", "reference", "production", "outputs"]), required=True,
+              help="outputs: a model's recorded outputs (decisions or scores per person).")
 @click.option("--name", required=True, help="Dataset name, e.g. applicants-2026q3.")
 @click.option("--sensitive", help="Comma-separated sensitive feature columns, e.g. sex,race.")
 @click.option("--target", help="The label column.")
