@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from typing import Any
 
 import numpy as np
@@ -136,7 +137,12 @@ def test_categorical_statistics_equal_scipy() -> None:
 def test_merged_sort_ks_and_wasserstein_equal_scipy_with_ties(a: np.ndarray, b: np.ndarray) -> None:
     """The fast path used above 10_000 values, on small samples full of ties."""
     d, w = _ks_wasserstein_sorted(np.sort(a), np.sort(b))
-    assert d == pytest.approx(stats.ks_2samp(a, b).statistic, abs=TOL)
+    # Only the statistic is compared. scipy's exact p-value gives up, with this warning, on
+    # tie-heavy samples such as [0, 0, 0, 0, 1] against [0, 0, 0, 0, 0].
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "ks_2samp: Exact calculation unsuccessful", RuntimeWarning)
+        ks = stats.ks_2samp(a, b).statistic
+    assert d == pytest.approx(ks, abs=TOL)
     assert w == pytest.approx(stats.wasserstein_distance(a, b), abs=TOL)
 
 
