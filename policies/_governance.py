@@ -248,7 +248,9 @@ def audit(view: LedgerView) -> list[Finding]:
        signatures over that decision, none counted twice;
     3. every waiver is reported (a notice), so no break-glass goes unseen;
     4. every identity registration is signed by a trusted admin (else it is reported and
-       its holder's signatures do not count).
+       its holder's signatures do not count);
+    5. operations (``policies._audit_ops``): every decision refers to the deployment that served
+       it, erasures are reported, and no decision uses an erased key.
     """
     findings: list[Finding] = list(_identities(view, None)[1])
     policies: dict[str, tuple[int, str]] = {}  # stage -> (seq, sha256) of the latest publication
@@ -264,7 +266,10 @@ def audit(view: LedgerView) -> list[Finding]:
             findings.extend(_audit_signature(view, e, p["approvals"]))
         else:
             findings.extend(_audit_promotion(view, e, policies))
-    return findings
+    from policies._audit_ops import audit_operations
+
+    findings.extend(audit_operations(view, Finding))
+    return sorted(findings, key=lambda f: f.seq)
 
 
 def _audit_signature(view: LedgerView, e: ViewEntry, sigs: list[dict[str, Any]]) -> list[Finding]:

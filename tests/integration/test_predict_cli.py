@@ -91,6 +91,26 @@ def test_subject_keys_store_inputs_and_erasure(world: Path) -> None:
         row = db.execute("SELECT subject, secret, erased_seq FROM subject_keys WHERE key_id = ?",
                          (out["key_id"],)).fetchone()
     assert row == (None, None, out["seq"])
+    audit = run("audit")
+    assert f"seq {out['seq']}: subject key {out['key_id']} erased (DSR-7" in audit
+    assert "1 recorded decision(s) under it are now unlinkable" in audit and "0 violation(s)" in audit
+
+
+def test_audit_flags_a_decision_that_no_deployment_served(world: Path) -> None:
+    from ledger.events import Event
+
+    scoring_file(3)
+    run("predict", "--model", "credit@production", "--input", "score.csv", "--output", "out.csv")
+    with Ledger.open(".mlledger") as led:
+        real = led.get(int(pd.read_csv("out.csv")["seq"][0])).payload
+        forged = {**real, "deployed_seq": 2}  # seq 2 is a dataset registration, not a deployment
+        seq = led.append(Event.from_json({"kind": "prediction.made", "actor": "x", "payload": forged})).seq
+        other = {**real, "model": "credit@9"}
+        seq2 = led.append(Event.from_json({"kind": "prediction.made", "actor": "x", "payload": other})).seq
+    out = run("audit", code=1)
+    assert f"seq {seq}: prediction.made of credit@1 at production refers to seq 2, which is not an earlier " \
+           "model.deployed entry" in out
+    assert f"seq {seq2}: prediction.made of credit@9 at production" in out and "2 violation(s)" in out
 
 
 def test_no_raw_input_or_subject_id_reaches_the_entries_or_a_bundle(world: Path) -> None:

@@ -1,0 +1,68 @@
+"""Audit of operations: predictions against deployments, and erasures (DESIGN.md section 3).
+
+Reads the serving and privacy kinds by name (``policies`` does not import ``backends``):
+- every ``prediction.made`` / ``prediction.batch`` refers, by ``deployed_seq``, to an earlier
+  ``model.deployed`` of that exact model, artifact and stage; one recorded after that
+  deployment ended (a request in flight during a switch-over) is a notice;
+- every ``subject.erased`` is reported (a notice, with how many recorded decisions it made
+  unlinkable), refers to a key used by an earlier decision (else a notice), and no decision
+  uses a key after its erasure (a violation).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ledger.view import LedgerView
+
+__all__ = ["audit_operations"]
+
+
+def audit_operations(view: LedgerView, finding: Any) -> list[Any]:
+    """Findings built with ``finding(seq, severity, message)`` (``policies._governance.Finding``)."""
+    out: list[Any] = []
+    deployments: dict[int, dict[str, Any]] = {}
+    ended: dict[int, int] = {}  # deployed_seq -> seq of its model.undeployed
+    erased: dict[str, int] = {}  # key_id -> seq of subject.erased
+    uses: dict[str, int] = {}  # key_id -> decisions recorded under it
+    kinds = ("model.deployed", "model.undeployed", "prediction.made", "prediction.batch", "subject.erased")
+    for e in view.of_kind(*kinds):
+        p = e.payload
+        if e.kind == "model.deployed":
+            deployments[e.seq] = p
+        elif e.kind == "model.undeployed":
+            ended.setdefault(p["deployed_seq"], e.seq)
+        elif e.kind == "subject.erased":
+            key = p["key_id"]
+            n = uses.get(key, 0)
+            erased[key] = e.seq
+            out.append(finding(e.seq, "notice", f"subject key {key} erased ({p['request_ref']}, {p['legal_ground']}): "
+                                                f"{n} recorded decision(s) under it are now unlinkable"))
+            if n == 0:
+                out.append(finding(e.seq, "notice", f"erased key {key} was used by no recorded decision"))
+        else:
+            out.extend(_check_decision(e.seq, e.kind, p, deployments, ended, erased, finding))
+            if e.kind == "prediction.made":
+                uses[p["key_id"]] = uses.get(p["key_id"], 0) + 1
+    return out
+
+
+def _check_decision(seq: int, kind: str, p: dict[str, Any], deployments: dict[int, dict[str, Any]],
+                    ended: dict[int, int], erased: dict[str, int], finding: Any) -> list[Any]:
+    d = deployments.get(p["deployed_seq"])
+    what = f"{kind} of {p['model']} at {p['stage']}"
+    if d is None:
+        return [finding(seq, "violation", f"{what} refers to seq {p['deployed_seq']}, which is not an earlier "
+                                          "model.deployed entry")]
+    if (d["model"], d["artifact_sha256"], d["stage"]) != (p["model"], p["artifact_sha256"], p["stage"]):
+        return [finding(seq, "violation", f"{what} ({p['artifact_sha256'][:12]}) was not what seq "
+                                          f"{p['deployed_seq']} deployed ({d['model']} {d['artifact_sha256'][:12]} "
+                                          f"at {d['stage']})")]
+    out = []
+    if p["deployed_seq"] in ended:
+        out.append(finding(seq, "notice", f"{what} was recorded after its deployment ended at seq "
+                                          f"{ended[p['deployed_seq']]} (a request in flight during a switch-over)"))
+    key = p.get("key_id")
+    if key in erased:
+        out.append(finding(seq, "violation", f"{what} used key {key}, erased at seq {erased[key]}"))
+    return out
