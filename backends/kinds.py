@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, JsonValue, StringConstraints
+from pydantic import Field, JsonValue, SerializerFunctionWrapHandler, StringConstraints, model_serializer
 
 from ledger.events import Payload, Sha256Hex, register, register_check
 from ledger.kinds import KeyId
@@ -139,14 +139,30 @@ class MonitorAlert(Payload):
     ``kind`` is what was found: ``alias-drift`` (a serving alias on a version the ledger did
     not deploy to that stage), ``unrecorded-version`` (a registered version with no
     ``mlledger.seq`` tag), ``unknown-artifact`` (a version whose seq or artifact hash is not
-    on the ledger).
+    on the ledger). The monitor (``backends.monitor``, source ``monitor``) adds ``prediction-drift``,
+    ``input-drift``, ``latency``, ``accuracy`` and ``fairness``: a statistic of the window of
+    predictions ending at ``window_last_seq`` crossed its ``threshold``.
     """
 
-    kind: Literal["alias-drift", "unrecorded-version", "unknown-artifact"]
+    kind: Literal["alias-drift", "unrecorded-version", "unknown-artifact", "prediction-drift", "input-drift",
+                  "latency", "accuracy", "fairness"]
     model: Identifier
     stage: Stage | None = None
     detail: Detail
-    source: Literal["mlflow-reconcile"]
+    source: Literal["mlflow-reconcile", "monitor"]
+    statistic: Annotated[str, StringConstraints(min_length=1, max_length=256)] | None = None
+    value: float | None = None
+    threshold: float | None = None
+    window_last_seq: Annotated[int, Field(ge=0)] | None = None
+
+    @model_serializer(mode="wrap")
+    def _drop_monitor_defaults(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """Entries written before the monitor fields keep their bytes: unset fields are left out."""
+        out: dict[str, Any] = handler(self)
+        for key in ("statistic", "value", "threshold", "window_last_seq"):
+            if out.get(key) is None:
+                out.pop(key, None)
+        return out
 
 
 @register_check("model.deployed")

@@ -29,6 +29,7 @@ import yaml  # type: ignore[import-untyped]
 from pydantic import BaseModel, Field, StringConstraints, ValidationError, model_validator
 
 from ledger.errors import InputError
+from policies._monitor_policy import MonitorSection, RetrainSection
 from policies._rule_models import (
     CEL_VARIABLES,
     RATIO_METRICS,
@@ -110,6 +111,8 @@ class Policy(StrictModel):
     description: Text
     extends: Annotated[tuple[PackName, ...], Field(strict=False)] = ()
     rules: Annotated[tuple[Rule, ...], Field(min_length=1, strict=False)] | None = None
+    monitor: MonitorSection | None = None
+    retrain: RetrainSection | None = None
 
     @model_validator(mode="after")
     def _rule_set(self) -> Self:
@@ -163,7 +166,8 @@ class LoadedPolicy:
 
 _M = TypeVar("_M", bound=BaseModel)
 _PARTS: Final[dict[str, type[BaseModel]]] = {"min": Floors, "max": Ceilings, "no_regression": NoRegression}
-_MODELS: Final[tuple[type[BaseModel], ...]] = (Policy, Pack, *_PARTS.values(), *RULE_CLASSES.values())
+_MODELS: Final[tuple[type[BaseModel], ...]] = (Policy, Pack, *_PARTS.values(), *RULE_CLASSES.values(),
+                                               MonitorSection, RetrainSection)
 _KEYS: Final = sorted({f for m in _MODELS for f in m.model_fields})
 
 

@@ -1,0 +1,448 @@
+"""The closed loop: monitor alert -> retrain -> evidence -> gate -> (approval) -> promote -> deploy.
+
+The loop's state lives only in the ledger. A loop is a ``retrain.triggered`` entry (seq T); each step
+finds its own completion on the ledger before acting, so running the loop again after a crash (even a
+``kill -9``) at any point finishes it without repeating or skipping a step:
+
+(1) trigger: new ``monitor.alert`` entries (source ``monitor``) of a kind the stage policy's
+    ``retrain.trigger`` names, about windows served after the current deployment, and named by no
+    earlier trigger (the ledger refuses a second trigger over the same alert) -> ``retrain.triggered``;
+(2) data: the incumbent's training data, plus (``reference+labelled``) the stored inputs of labelled
+    decisions with their received labels, all as of seq T, written deterministically to
+    ``<home>/loop/T/train.csv`` and registered as dataset ``NAME-retrain-T``: done when registered;
+(3) train: the incumbent's recorded spec on that dataset: done when a ``model.trained`` names it;
+(4) evidence: each type the stage policy's rules read, on the spec's eval data: done per type when an
+    ``evidence.recorded`` is bound to the new artifact;
+(5) gate: ``gate.evaluated`` under the published policy: done when one exists for the version after T;
+(6) decision: deny -> ``incident.opened`` (trigger_seq T) and stop, the incumbent keeps serving;
+    needs approval -> stop until a person approves (``mlledger approve``), then run again; allow ->
+(7) promote: ``model.promoted`` (whose check re-evaluates the policy) -> (8) deploy: ``model.deployed``.
+
+``MLLEDGER_LOOP_CRASH`` (tests and bench only) SIGKILLs the process at ``before:STEP`` or
+``after:STEP``, to prove the resumption.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+import yaml  # type: ignore[import-untyped]
+
+from backends.kinds_loop import RetrainTriggered
+from ledger.api import Entry
+from ledger.errors import InputError
+from ledger.events import Event
+from ledger.view import LedgerView
+from policies._workspace import Workspace
+
+__all__ = ["CRASH_ENV", "STEPS", "LoopState", "loop_states", "run_loop", "run_loops", "trigger"]
+
+CRASH_ENV = "MLLEDGER_LOOP_CRASH"
+STEPS = ("trigger", "data", "train", "evidence", "gate", "decision", "promote", "deploy")
+ACTOR = "system:loop"
+_EVIDENCE_OF_RULE = {"fairness": "fairness", "performance": "performance", "drift": "drift",
+                     "explainability": "explainability"}
+
+
+def _crash(when: str, step: str) -> None:
+    if os.environ.get(CRASH_ENV) == f"{when}:{step}":
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+@dataclass
+class LoopState:
+    """Where one loop stands, read from the ledger."""
+
+    trigger_seq: int
+    model: str
+    stage: str
+    rule: str
+    incumbent: str
+    data: str
+    dataset: tuple[int, str] | None = None  # (seq, sha256)
+    trained: tuple[int, str, str] | None = None  # (seq, NAME@VERSION, artifact)
+    evidence: dict[str, int] = field(default_factory=dict)
+    needed: tuple[str, ...] = ()
+    gate: tuple[int, str] | None = None  # (seq, decision)
+    promoted: int | None = None
+    deployed: int | None = None
+    incident: int | None = None
+
+    @property
+    def status(self) -> str:
+        if self.deployed is not None:
+            return "completed"
+        if self.incident is not None:
+            return "failed-gate"
+        if self.gate is not None and self.gate[1] == "needs_approval" and self.promoted is None:
+            return "needs-approval"
+        return "in-progress"
+
+    @property
+    def step(self) -> str:
+        """The next step to run (or the last one, when finished)."""
+        if self.dataset is None:
+            return "data"
+        if self.trained is None:
+            return "train"
+        if any(t not in self.evidence for t in self.needed):
+            return "evidence"
+        if self.gate is None:
+            return "gate"
+        if self.promoted is None:
+            return "decision"
+        return "deploy"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"trigger_seq": self.trigger_seq, "model": self.model, "stage": self.stage, "rule": self.rule,
+                "incumbent": self.incumbent, "status": self.status, "next": self.step if self.status in (
+                    "in-progress", "needs-approval") else None,
+                "dataset_seq": self.dataset[0] if self.dataset else None,
+                "trained_seq": self.trained[0] if self.trained else None,
+                "version": self.trained[1] if self.trained else None, "evidence": self.evidence,
+                "gate_seq": self.gate[0] if self.gate else None, "decision": self.gate[1] if self.gate else None,
+                "promoted_seq": self.promoted, "deployed_seq": self.deployed, "incident_seq": self.incident}
+
+
+def _needed_evidence(view: LedgerView, stage: str) -> tuple[str, ...]:
+    from policies._gate import published_policy
+
+    _entry, loaded = published_policy(view, stage)
+    return tuple(sorted({_EVIDENCE_OF_RULE[r.kind] for r in loaded.rules if r.kind in _EVIDENCE_OF_RULE}))
+
+
+def _state(view: LedgerView, t: Any) -> LoopState:
+    p = t.payload
+    st = LoopState(t.seq, p["model"], p["stage"], p["rule"], p["incumbent"], p["data"])
+    st.needed = _needed_evidence(view, st.stage)
+    name = f"{st.model}-retrain-{t.seq}"
+    ds = next((e for e in view.of_kind("dataset.registered") if e.seq > t.seq and e.payload["name"] == name), None)
+    if ds is None:
+        return st
+    st.dataset = (ds.seq, ds.payload["sha256"])
+    tr = next((e for e in view.of_kind("model.trained") if e.seq > ds.seq and e.payload["name"] == st.model
+               and ds.payload["sha256"] in e.payload["training_data"]), None)
+    if tr is None:
+        return st
+    ref, art = f"{st.model}@{tr.payload['version']}", tr.payload["artifact_sha256"]
+    st.trained = (tr.seq, ref, art)
+    for e in view.of_kind("evidence.recorded"):
+        if e.seq > tr.seq and e.payload["model_sha256"] == art:
+            st.evidence.setdefault(e.payload["type"], e.seq)
+    g = next((e for e in view.of_kind("gate.evaluated") if e.seq > tr.seq and e.payload["model"] == ref
+              and e.payload["stage"] == st.stage), None)
+    if g is not None:
+        st.gate = (g.seq, g.payload["decision"])
+    st.incident = next((e.seq for e in view.of_kind("incident.opened") if e.payload.get("trigger_seq") == t.seq),
+                       None)
+    pr = next((e for e in view.of_kind("model.promoted") if e.seq > tr.seq and e.payload["model"] == ref
+               and e.payload["stage"] == st.stage), None)
+    if pr is not None:
+        st.promoted = pr.seq
+        st.deployed = next((e.seq for e in view.of_kind("model.deployed")
+                            if e.payload["promotion_seq"] == pr.seq), None)
+    return st
+
+
+def loop_states(ws: Workspace, name: str | None = None, stage: str | None = None) -> list[LoopState]:
+    """Every loop on the ledger (of ``name`` at ``stage`` if given), in trigger order."""
+    with ws.ledger.view() as view:
+        return [_state(view, t) for t in view.of_kind("retrain.triggered")
+                if (name is None or t.payload["model"] == name) and (stage is None or t.payload["stage"] == stage)]
+
+
+# -- (1) trigger ---------------------------------------------------------------------------------
+
+
+def trigger(ws: Workspace, name: str, stage: str, *, actor: str = ACTOR) -> int | None:
+    """Record ``retrain.triggered`` for the new alerts the stage policy's ``retrain`` rule names, if any."""
+    from backends.kinds import current_deployment
+    from backends.serving import holder
+    from policies._gate import published_policy
+
+    with ws.ledger.view() as view:
+        entry, loaded = published_policy(view, stage)
+        rule = loaded.policy.retrain
+        if rule is None:
+            return None
+        dep = current_deployment(view, name, stage)
+        taken = {a for e in view.of_kind("retrain.triggered") for a in e.payload["alerts"]}
+        alerts = [e.seq for e in view.of_kind("monitor.alert")
+                  if e.payload["source"] == "monitor" and e.payload["model"] == name
+                  and e.payload.get("stage") == stage and e.payload["kind"] in rule.trigger and e.seq not in taken
+                  and (dep is None or e.payload.get("window_last_seq", -1) > dep.seq)]
+    if not alerts:
+        return None
+    held = holder(ws, name, stage)
+    if held is None:
+        raise InputError(f"no version of {name} holds {stage}: nothing to retrain")
+    _crash("before", "trigger")
+    payload = RetrainTriggered(model=name, stage=stage, rule=rule.id, alerts=alerts, incumbent=held[0],
+                               policy_seq=entry.seq, data=rule.data)
+    r = ws.ledger.append(Event(payload, actor=actor, subject=f"model:{name}"))
+    _crash("after", "trigger")
+    return r.seq
+
+
+# -- the steps -------------------------------------------------------------------------------------
+
+
+def _training(ws: Workspace, ref: str) -> Entry:
+    e = next(iter(ws.ledger.iter(kind="model.trained", subject=f"model:{ref}")), None)
+    if e is None:
+        raise InputError(f"{ref} was not trained by a backend on this ledger: the loop cannot retrain it")
+    return e
+
+
+def _data(ws: Workspace, st: LoopState, home: Path, actor: str) -> None:
+    """(2) Write the retraining data deterministically and register it."""
+    import pandas as pd  # type: ignore[import-untyped]
+
+    from ledger._fsutil import atomic_write
+    from ledger.kinds import DatasetRegistered
+    from ledger.privacy import SubjectKeys
+    from policies.evidence._data import detect_format, file_digest, profile_dataset
+
+    trained = _training(ws, st.incumbent).payload
+    ref = ws.dataset(trained["training_data"][0])
+    frame = ws.load_frame(ref)
+    target = trained["target"]
+    if st.data == "reference+labelled":
+        keys = SubjectKeys(ws.ledger)
+        labels = {e.payload["prediction_seq"]: e.payload["label"]
+                  for e in ws.ledger.iter(kind="label.received") if e.seq < st.trigger_seq}
+        rows = []
+        for seq in sorted(labels):
+            p = ws.ledger.get(seq).payload
+            if p["stage"] != st.stage or p["model"].partition("@")[0] != st.model or not p.get("sealed"):
+                continue
+            try:
+                rec = orjson.loads(keys.read_sealed(p["key_id"], bytes.fromhex(p["input_commitment"])))
+            except InputError:
+                continue  # erased: the subject's input is gone
+            rows.append({**rec, target: labels[seq]})
+        if rows:
+            extra = pd.DataFrame.from_records(rows)
+            frame = pd.concat([frame, extra[[c for c in frame.columns if c in extra.columns]]], ignore_index=True)
+    out = home / "loop" / str(st.trigger_seq) / "train.csv"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(out, frame.to_csv(index=False).encode())
+    digest, size = file_digest(out)
+    kind = detect_format(out)
+    prof = profile_dataset(out, fmt=kind, sensitive=list(ref.sensitive), target=target)
+    payload = DatasetRegistered(name=f"{st.model}-retrain-{st.trigger_seq}", sha256=digest, format=kind,
+                                size_bytes=size, rows=prof.rows, role="train", columns=prof.column_summaries(),
+                                sensitive_features=list(ref.sensitive), target=target, source=out.resolve().as_uri())
+    _crash("before", "data")
+    ws.ledger.append(Event(payload, actor=actor, subject=f"dataset:sha256:{digest}"))
+
+
+def _train(ws: Workspace, st: LoopState, home: Path, actor: str) -> None:
+    """(3) The incumbent's spec, on the loop's dataset."""
+    from backends._workflow import train
+    from backends.spec import parse_spec
+    from policies._gate import published_policy
+
+    assert st.dataset is not None
+    trained = _training(ws, st.incumbent).payload
+    spec = dict(trained["spec"])
+    spec["datasets"] = {**spec["datasets"], "train": st.dataset[1]}
+    with ws.ledger.view() as view:
+        rule = published_policy(view, st.stage)[1].policy.retrain
+    if rule is not None and rule.seed is not None:
+        spec["seed"] = rule.seed
+    raw = yaml.safe_dump(spec, sort_keys=True).encode()
+    path = home / "loop" / str(st.trigger_seq) / "spec.yaml"
+    from ledger._fsutil import atomic_write
+
+    atomic_write(path, raw)
+    loaded = parse_spec(raw, str(path), path=path)
+    _crash("before", "train")
+    train(ws, loaded, backend=trained["backend"], actor=actor)
+
+
+def _evidence(ws: Workspace, st: LoopState, actor: str) -> None:
+    """(4) The evidence the policy's rules read, bound to the new artifact."""
+    import numpy as np
+
+    assert st.trained is not None and st.dataset is not None
+    m = ws.model(st.trained[1])
+    spec = _training(ws, st.trained[1]).payload["spec"]
+    ds = ws.dataset(spec["datasets"].get("eval") or st.dataset[1])
+    frame = ws.load_frame(ds)
+    est = ws.load_model(m)
+    needed = [c for c in getattr(est, "sensitive", None) or [] if c not in m.features]
+    X = frame[[*m.features, *needed]]
+    y_pred = np.asarray(est.predict(X))
+    proba = np.asarray(est.predict_proba(X)) if hasattr(est, "predict_proba") else None
+    y_score = proba[:, 1] if proba is not None and proba.ndim == 2 and proba.shape[1] == 2 else None
+    y_true = frame[ds.target].to_numpy() if ds.target else None
+    groups = frame[list(ds.sensitive)] if ds.sensitive else None
+    for t in st.needed:
+        if t in st.evidence:
+            continue
+        ref_sha: str | None = None
+        seed: int | None = None
+        if t == "performance":
+            from policies.evidence._performance import performance_report
+
+            result: Any = performance_report(y_true, y_pred, y_score=y_score, sensitive_features=groups)
+        elif t == "fairness":
+            from policies.evidence._fairness import fairness_report
+
+            result = fairness_report(y_true, y_pred, sensitive_features=groups, y_score=y_score)
+        elif t == "drift":
+            from policies.evidence._drift import drift_report
+
+            ref_ds = ws.dataset(st.dataset[1])
+            ref_frame = ws.load_frame(ref_ds)
+            ref_score = np.asarray(est.predict_proba(ref_frame[[*m.features, *needed]]))[:, 1] \
+                if y_score is not None else None
+            result = drift_report(ref_frame, frame, features=list(m.features), reference_predictions=ref_score,
+                                  current_predictions=y_score)
+            ref_sha = ref_ds.sha256
+        else:
+            from policies.evidence._explain import explain_report
+
+            seed = 0
+            result = explain_report(est, frame[list(m.features)], y_true, sensitive_features=list(ds.sensitive),
+                                    top_k=5, n_repeats=10, seed=seed, data_with_sensitive=frame)
+        _crash("before", "evidence")
+        ws.record_evidence(result, type_=t, model=m, dataset_sha256=ds.sha256, reference_sha256=ref_sha,
+                           actor=actor, seed=seed)
+        st.evidence[t] = -1
+        _crash("after", "evidence:" + t)
+
+
+def _gate(ws: Workspace, st: LoopState, actor: str) -> None:
+    """(5) The published policy, recorded as the CLI's gate records it."""
+    from policies._gate import run_gate
+    from policies.kinds import GateEvaluated, RuleRecord
+
+    assert st.trained is not None
+    with ws.ledger.view() as view:
+        result = run_gate(view, st.trained[1], st.stage)
+    rules = [RuleRecord(**r.model_dump(mode="json")) for r in result.rules]
+    payload = GateEvaluated(model=result.model, artifact_sha256=result.artifact_sha256, stage=st.stage,
+                            policy_name=result.policy_name, policy_sha256=result.policy_sha256,
+                            policy_seq=result.policy_seq, decision=result.decision, rules=rules,
+                            evidence=sorted({s for r in result.rules for s in r.evidence}))
+    _crash("before", "gate")
+    ws.ledger.append(Event(payload, actor=actor, subject=f"model:{result.model}"))
+
+
+def _decide(ws: Workspace, st: LoopState, actor: str) -> str:
+    """(6) and (7): an incident for a denial; promotion when the policy allows it now."""
+    from backends.incidents import open_incident
+    from policies._gate import run_gate
+    from policies._governance import approvals_for
+    from policies.kinds import ModelPromoted
+
+    assert st.trained is not None and st.gate is not None
+    gate_seq, decision = st.gate
+    ref = st.trained[1]
+    if decision == "deny":
+        if st.incident is None:
+            with ws.ledger.view() as view:
+                failing = [f"{r['rule_id']}: {r['reason']}" for r in view.get(gate_seq).payload["rules"]  # type: ignore[union-attr]
+                           if r["outcome"] != "pass"]
+            _crash("before", "decision")
+            open_incident(ws.ledger, model=ref, stage=st.stage, severity="low", trigger_seq=st.trigger_seq,
+                          actor=actor, summary=(f"retrained {ref} (loop {st.trigger_seq}) was denied by the gate at "
+                                                f"seq {gate_seq}; {st.incumbent} keeps serving. "
+                                                + "; ".join(failing))[:4096])
+        return "failed-gate"
+    with ws.ledger.view() as view:
+        now = run_gate(view, ref, st.stage, decision_seq=gate_seq)
+        approvals = [e.seq for e in approvals_for(view, gate_seq)]
+    if now.decision != "allow":
+        return "needs-approval"
+    payload = ModelPromoted(model=ref, artifact_sha256=st.trained[2], stage=st.stage, gate_seq=gate_seq,
+                            approvals=approvals, waiver_seq=None)
+    _crash("before", "promote")
+    ws.ledger.append(Event(payload, actor=actor, subject=f"model:{ref}"))
+    _crash("after", "promote")
+    return "promoted"
+
+
+def _deploy(ws: Workspace, st: LoopState, home: Path, actor: str) -> None:
+    """(8) Deploy the promoted version (a server following the stage may have done it first)."""
+    from backends._workflow import deploy
+
+    assert st.trained is not None
+    trained = _training(ws, st.trained[1]).payload
+    _crash("before", "deploy")
+    try:
+        deploy(ws, home, st.trained[1], stage=st.stage, backend=trained["backend"], actor=actor)
+    except InputError:
+        with ws.ledger.view() as view:
+            if _state(view, view.get(st.trigger_seq)).deployed is None:
+                raise
+    _crash("after", "deploy")
+
+
+def run_loop(ws: Workspace, trigger_seq: int, *, home: Path, actor: str = ACTOR) -> LoopState:
+    """Run loop ``trigger_seq`` as far as it can go now; each step first checks the ledger for itself.
+
+    ``home`` is the ledger's home directory (artifacts, ``loop/`` data and the serving pointer).
+    """
+    for _ in range(len(STEPS) + 8):
+        with ws.ledger.view() as view:
+            t = view.get(trigger_seq)
+            if t is None or t.kind != "retrain.triggered":
+                raise InputError(f"seq {trigger_seq} is not a retrain.triggered entry")
+            st = _state(view, t)
+        if st.status in ("completed", "failed-gate"):
+            return st
+        step = st.step
+        if step == "data":
+            _data(ws, st, home, actor)
+        elif step == "train":
+            _train(ws, st, home, actor)
+        elif step == "evidence":
+            _evidence(ws, st, actor)
+        elif step == "gate":
+            _gate(ws, st, actor)
+        elif step == "decision":
+            if _decide(ws, st, actor) == "needs-approval":
+                return st
+        else:
+            _deploy(ws, st, home, actor)
+        _crash("after", step)
+    raise RuntimeError(f"loop {trigger_seq} did not settle")  # a bug: every step records its completion
+
+
+def run_loops(ws: Workspace, name: str, stage: str, *, home: Path, actor: str = ACTOR) -> list[str]:
+    """Resume every unfinished loop of ``name`` at ``stage``, then start one for new alerts. Lines to print."""
+    lines = []
+    open_loops = [s for s in loop_states(ws, name, stage) if s.status in ("in-progress", "needs-approval")]
+    for s in open_loops:
+        lines.append(_describe(run_loop(ws, s.trigger_seq, home=home, actor=actor)))
+    if all(s.status == "completed" or s.status == "failed-gate" for s in loop_states(ws, name, stage)):
+        seq = trigger(ws, name, stage, actor=actor)
+        if seq is not None:
+            lines.append(f"retrain.triggered at seq {seq}")
+            lines.append(_describe(run_loop(ws, seq, home=home, actor=actor)))
+    if not lines:
+        lines.append(f"no loop to run for {name} at {stage}")
+    return lines
+
+
+def _describe(st: LoopState) -> str:
+    ver = st.trained[1] if st.trained else "(not trained yet)"
+    if st.status == "completed":
+        return f"loop {st.trigger_seq}: {ver} promoted (seq {st.promoted}) and deployed (seq {st.deployed})"
+    if st.status == "failed-gate":
+        assert st.gate is not None
+        return (f"loop {st.trigger_seq}: {ver} denied by the gate (seq {st.gate[0]}); {st.incumbent} keeps serving; "
+                f"incident.opened at seq {st.incident}")
+    if st.status == "needs-approval":
+        assert st.gate is not None
+        return (f"loop {st.trigger_seq}: {ver} needs approval: sign decision {st.gate[0]} with 'mlledger approve "
+                f"--decision {st.gate[0]} ...', then run 'mlledger loop run' again")
+    return f"loop {st.trigger_seq}: in progress, next step {st.step}"
