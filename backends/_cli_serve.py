@@ -17,7 +17,7 @@ import click
 from ledger.cli import FORMAT, Context, echo_json, handle_errors
 from ledger.errors import InputError
 
-__all__ = ["batch_proof", "erase", "inputs", "predict", "review", "serve"]
+__all__ = ["batch_proof", "demo", "erase", "inputs", "predict", "review", "serve"]
 
 
 def _actor(actor: str | None, default: str | None = None) -> str:
@@ -267,3 +267,32 @@ def erase(obj: Context, subject: str | None, reason: str | None, request_ref: st
     else:
         click.echo(f"subject.erased at seq {receipt.seq}: key {key_id} destroyed", err=False)
     sys.stdout.flush()
+
+
+@click.command()
+@click.option("--dir", "directory", default="mlledger-demo", show_default=True,
+              type=click.Path(file_okay=False, path_type=Path), help="Where to run the story (new or empty).")
+@click.option("--rows", default=20_000, show_default=True, type=click.IntRange(1000),
+              help="Training applicants to generate.")
+@click.option("--port", type=click.IntRange(1, 65535), help="The HTTP port to serve on [default: a free one].")
+def demo(directory: Path, rows: int, port: int | None) -> None:
+    """Run the whole product on a synthetic credit-scoring story, narrated, in DIR.
+
+    \b
+    init -> data -> policy -> train -> evidence -> gate DENIES (four-fifths) -> retrain with a
+    fairlearn mitigation -> gate NEEDS APPROVAL -> signed approval -> promote and deploy ->
+    serve over HTTP and in a batch, with receipts -> drift, monitor, retrain, promote ->
+    erase a data subject -> audit dossier and bias-audit PDFs -> bundle verified offline -> audit.
+
+    The data has a documented bias (see backends/_demo.py); everything is left in DIR.
+    """
+    _need_serve_extra()
+    from backends._demo import run_demo, summary
+
+    home = Path.cwd()
+    target = directory if directory.is_absolute() else home / directory
+    try:
+        story = run_demo(target, rows, port=port)
+    finally:
+        os.chdir(home)
+    summary(story)
