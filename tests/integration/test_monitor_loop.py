@@ -1,0 +1,248 @@
+"""Monitoring and the closed retraining loop, through the real CLI on a deployed world.
+
+Drift injected into the prediction stream alerts within one window; late labels update the window's
+accuracy; the loop retrains, gates, promotes and deploys, and a real server then serves the new
+version; a denied retrain leaves the incumbent serving and opens an incident; a kill -9 at any step
+and a re-run complete the loop exactly once on a ledger that verifies.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import pandas as pd
+import pytest
+
+from ledger.api import Ledger
+from tests.integration.serving_world import ENV_CLEAR, build, cli_command, copy_world, head_size, run, server
+from tests.integration.test_evidence_cli import applicants
+
+pytestmark = pytest.mark.slow
+
+MONITORED = """name: credit-production-monitored
+stage: production
+description: production gate with monitoring and retraining
+rules:
+%s
+monitor:
+  window: 200
+  prediction_psi: 0.2
+  accuracy_min: 0.75
+  min_labels: 30
+retrain:
+  id: drift-retrain
+  trigger: [prediction-drift, input-drift, accuracy]
+  data: reference+labelled
+"""
+AUTO = """  - id: performance.floor
+    kind: performance
+    min: {accuracy: 0.6}"""
+UNREACHABLE = """  - id: performance.floor
+    kind: performance
+    min: {accuracy: 0.99}"""
+APPROVAL = """  - id: approval.model-risk
+    kind: approval
+    quorum: 1
+    role: model-risk
+    meaning: approval
+    exclude_trainer: true"""
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("monitor-template")
+    build(path)
+    return path
+
+
+@pytest.fixture
+def world(template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    copy_world(template, tmp_path)
+    monkeypatch.chdir(tmp_path)
+    for var in ENV_CLEAR:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("MLLEDGER_ACTOR", "dev@example.com")
+    return tmp_path
+
+
+def publish(rules: str) -> None:
+    Path("monitored.yaml").write_text(MONITORED % rules)
+    run("policy", "publish", "monitored.yaml", "--stage", "production")
+
+
+def score(name: str, seed: int, shift: float, n: int = 200) -> pd.DataFrame:
+    """Score n applicants through 'mlledger predict' (inputs stored); the truth, groups and seqs."""
+    frame = applicants(n, seed, shift=shift)
+    frame.insert(0, "subject", [f"{name}-{i}" for i in range(n)])
+    frame.drop(columns=["approved"]).to_csv(f"{name}.csv", index=False)
+    run("predict", "--model", "credit@production", "--input", f"{name}.csv", "--output", f"{name}-out.csv",
+        "--store-inputs", "--subject-column", "subject")
+    out = pd.read_csv(f"{name}-out.csv")
+    return pd.DataFrame({"seq": out["seq"], "label": frame["approved"], "sex": frame["sex"],
+                         "predicted": out["label"]})
+
+
+def kinds() -> list[tuple[int, str, dict[str, object]]]:
+    with Ledger.open(".mlledger") as led:
+        return [(e.seq, e.kind, e.payload) for e in led.iter()]
+
+
+def of_kind(kind: str) -> list[dict[str, object]]:
+    return [p for _s, k, p in kinds() if k == kind]
+
+
+def deployed_model() -> str:
+    return str(of_kind("model.deployed")[-1]["model"])
+
+
+def drifted_world(rules: str) -> None:
+    """A normal window, then a drifted one; monitored (alerts recorded); the drifted window labelled."""
+    publish(rules)
+    score("normal", 11, 0.0)
+    truth = score("drift", 12, 2.0)
+    run("monitor", "--model", "credit", code=1)
+    truth[["seq", "label", "sex"]].to_csv("labels.csv", index=False)
+    run("labels", "ingest", "labels.csv", "--group", "sex")
+
+
+def test_injected_drift_alerts_within_one_window(world: Path) -> None:
+    publish(AUTO)
+    score("normal", 11, 0.0)
+    out = run("monitor", "--model", "credit")
+    assert "window" in out and "ALERT" not in out
+    first_drifted = head_size()
+    score("drift", 12, 2.0)
+    out = run("monitor", "--model", "credit", code=1)
+    alerts = of_kind("monitor.alert")
+    assert {a["kind"] for a in alerts} == {"prediction-drift", "input-drift"}
+    windows = of_kind("monitor.window")
+    assert [w["first_seq"] for w in windows] == [11, first_drifted]  # the drift's first window alerts
+    assert all(a["window_last_seq"] == windows[1]["last_seq"] for a in alerts)
+    assert windows[1]["input_drift"]["computed"] is True and "income" in windows[1]["input_drift"]["drifted"]
+    run("monitor", "--model", "credit")  # idempotent: no new full window, nothing recorded
+    assert len(of_kind("monitor.window")) == 2
+
+
+def test_input_drift_not_computed_without_stored_inputs_says_why(world: Path) -> None:
+    publish(AUTO)
+    applicants(200, 11).drop(columns=["approved"]).to_csv("plain.csv", index=False)
+    run("predict", "--model", "credit@production", "--input", "plain.csv", "--output", "plain-out.csv")
+    run("monitor", "--model", "credit")
+    drift = of_kind("monitor.window")[0]["input_drift"]
+    assert drift["computed"] is False and "--store-inputs" in str(drift["reason"])
+
+
+def test_late_labels_update_the_accuracy_window(world: Path) -> None:
+    publish(AUTO)
+    truth = score("normal", 11, 0.0)
+    run("monitor", "--model", "credit")
+    assert of_kind("monitor.window")[0]["labels"]["count"] == 0
+    wrong = truth.assign(label=1 - truth["predicted"])  # ground truth contradicting every decision
+    wrong[["seq", "label", "sex"]].to_csv("late.csv", index=False)
+    run("labels", "ingest", "late.csv", "--group", "sex")
+    out = run("monitor", "--model", "credit", code=1)
+    assert "revision of window" in out
+    windows = of_kind("monitor.window")
+    assert windows[1]["revises"] is not None and windows[1]["labels"]["count"] == 200
+    assert windows[1]["labels"]["accuracy"] == 0.0
+    assert [a["kind"] for a in of_kind("monitor.alert")] == ["accuracy"]
+    run("monitor", "--model", "credit")  # nothing new
+    assert len(of_kind("monitor.window")) == 2
+
+
+def test_labels_naming_unknown_decisions_write_nothing(world: Path) -> None:
+    publish(AUTO)
+    truth = score("normal", 11, 0.0, n=20)
+    size = head_size()
+    bad = truth[["seq", "label"]].copy()
+    bad.loc[3, "seq"] = 5  # model.trained, not a decision
+    bad.to_csv("bad.csv", index=False)
+    out = run("labels", "ingest", "bad.csv", code=2)
+    assert "bad.csv:5: seq '5' is not a recorded prediction.made" in out
+    truth[["seq"]].to_csv("nolabel.csv", index=False)
+    assert "no column 'label'" in run("labels", "ingest", "nolabel.csv", code=2)
+    truth[["label"]].to_csv("nokey.csv", index=False)
+    assert "needs a 'seq' (receipt seq) or 'request_id'" in run("labels", "ingest", "nokey.csv", code=2)
+    assert head_size() == size
+
+
+def test_loop_retrains_and_the_new_version_serves(world: Path) -> None:
+    drifted_world(AUTO)
+    with server() as (url, _proc):
+        assert httpx.get(url + "/healthz").json()["model"] == "credit@1"
+        out = run("loop", "run", "--model", "credit")
+        assert "credit@2 promoted" in out
+        deadline = time.monotonic() + 20
+        while httpx.get(url + "/healthz").json()["model"] != "credit@2":
+            assert time.monotonic() < deadline, "the server did not switch to credit@2"
+            time.sleep(0.2)
+        body = httpx.post(url + "/v1/predict", json={"record": {"income": 50.0, "age": 40, "debt": 9.0}}).json()
+        assert body["model"] == "credit@2"
+    (trig,) = [s for s, k, _p in kinds() if k == "retrain.triggered"]
+    ds = [p for p in of_kind("dataset.registered") if p["name"] == f"credit-retrain-{trig}"]
+    assert len(ds) == 1 and int(str(ds[0]["rows"])) == 3000 + 200  # reference plus the labelled window
+    assert "completed" in run("loop", "status")
+    assert "ok:" in run("verify")
+
+
+def test_loop_stops_at_needs_approval_then_finishes(world: Path) -> None:
+    drifted_world(APPROVAL)
+    out = run("loop", "run", "--model", "credit", code=3)
+    assert "needs approval" in out and deployed_model() == "credit@1"
+    gate = [s for s, k, p in kinds() if k == "gate.evaluated" and p["model"] == "credit@2"][-1]
+    run("approve", "--decision", str(gate), "--key", "keys/risk.pem", "--as", "risk@example.com")
+    assert "credit@2 promoted" in run("loop", "run", "--model", "credit")
+    assert deployed_model() == "credit@2"
+
+
+def test_denied_retrain_keeps_the_incumbent_and_opens_an_incident(world: Path) -> None:
+    drifted_world(UNREACHABLE)
+    out = run("loop", "run", "--model", "credit")
+    assert "denied by the gate" in out and "credit@1 keeps serving" in out
+    assert deployed_model() == "credit@1" and not [p for p in of_kind("model.promoted") if p["model"] == "credit@2"]
+    (inc,) = of_kind("incident.opened")
+    assert inc["model"] == "credit@2" and inc["trigger_seq"] is not None
+    run("loop", "run", "--model", "credit")  # nothing more: the loop is finished
+    assert len(of_kind("incident.opened")) == 1 and len(of_kind("retrain.triggered")) == 1
+
+
+CRASH_CHAINS = {
+    "after": ["after:trigger", "after:data", "after:train", "after:evidence", "after:gate", "after:promote",
+              "after:deploy"],
+    "before": ["before:trigger", "before:data", "before:train", "before:evidence", "before:gate", "before:promote",
+               "before:deploy"],
+}
+
+
+@pytest.mark.parametrize("chain", sorted(CRASH_CHAINS))
+def test_kill_9_at_each_step_then_rerun_completes_exactly_once(world: Path, chain: str) -> None:
+    drifted_world(AUTO)
+    env = {k: v for k, v in os.environ.items() if k not in ENV_CLEAR}
+    for point in CRASH_CHAINS[chain]:
+        done = subprocess.run(cli_command("loop", "run", "--model", "credit"), capture_output=True, timeout=120,
+                              env={**env, "MLLEDGER_LOOP_CRASH": point}, check=False)
+        assert done.returncode == -9, (point, done.stdout, done.stderr)
+    done = subprocess.run(cli_command("loop", "run", "--model", "credit"), env=env, capture_output=True,
+                          timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    def loop_entry(kind: str, p: dict[str, object]) -> bool:
+        if kind == "dataset.registered":
+            return str(p["name"]).startswith("credit-retrain-")
+        if kind == "model.trained":
+            return p["version"] == 2
+        if kind in ("gate.evaluated", "model.promoted", "model.deployed"):
+            return p["model"] == "credit@2"
+        return kind in ("retrain.triggered", "evidence.recorded")
+
+    counts: dict[str, int] = {}
+    for _s, k, p in kinds():
+        if loop_entry(k, p):
+            counts[k] = counts.get(k, 0) + 1
+    assert counts == {"retrain.triggered": 1, "dataset.registered": 1, "model.trained": 1, "evidence.recorded": 1,
+                      "gate.evaluated": 1, "model.promoted": 1, "model.deployed": 1}
+    assert deployed_model() == "credit@2"
+    assert "ok:" in run("verify")
