@@ -53,7 +53,7 @@ def run(*args: str, code: int = 0) -> str:
 
 
 def head_size() -> int:
-    with Ledger.open(".mlledger") as led:
+    with Ledger.open(os.environ.get("MLLEDGER_URL", ".mlledger")) as led:
         return led.head_size()
 
 
@@ -99,12 +99,13 @@ def cli_command(*args: str) -> list[str]:
 
 
 @contextmanager
-def server(*args: str, model: str = "credit") -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """A real uvicorn server running 'mlledger serve' in the current directory."""
+def server(*args: str, model: str = "credit", env: dict[str, str] | None = None,
+           ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """A real uvicorn server running 'mlledger serve' in the current directory (``env`` added)."""
     from backends._http import wait_ready
 
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if k not in ENV_CLEAR}
+    env = {**{k: v for k, v in os.environ.items() if k not in ENV_CLEAR}, **(env or {})}
     log = Path(f"serve-{port}.log")
     with log.open("wb") as fh:
         proc = subprocess.Popen(cli_command("serve", "--model", model, "--stage", "production", "--port",
