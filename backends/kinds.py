@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, JsonValue, SerializerFunctionWrapHandler, StringConstraints, model_serializer
 
+from ledger.actions import SignedAction
 from ledger.events import Payload, Sha256Hex, register, register_check
 from ledger.kinds import KeyId
 from ledger.view import LedgerView
@@ -27,7 +28,7 @@ CodeVersion = Annotated[str, StringConstraints(pattern=r"^(git:[0-9a-f]{40}([0-9
 
 
 @register("model.trained")
-class ModelTrained(Payload):
+class ModelTrained(SignedAction):
     """A model version trained by a backend from a spec, with everything needed to retrain it."""
 
     name: Identifier
@@ -48,7 +49,7 @@ class ModelTrained(Payload):
 
 
 @register("model.deployed")
-class ModelDeployed(Payload):
+class ModelDeployed(SignedAction):
     """A promoted model version made servable at a stage."""
 
     model: Identifier  # NAME@VERSION
@@ -59,7 +60,7 @@ class ModelDeployed(Payload):
 
 
 @register("model.undeployed")
-class ModelUndeployed(Payload):
+class ModelUndeployed(SignedAction):
     """A deployment ended: replaced by a newer one, or taken down."""
 
     model: Identifier

@@ -486,10 +486,13 @@ class Sequencer:
 
     def _check(self, tx: Tx, pre: EntryPrefix, seq: int) -> None:
         """A key event must fit the key history; a checked kind must pass its check."""
-        from ledger.events import check_for
+        from ledger.events import check_for, guards, payload_model
         from ledger.view import LedgerView
 
         assert pre.payload is not None
+        if payload_model(pre.kind).GOVERNED:  # access control first (issue 12)
+            for guard in guards():
+                guard(LedgerView(self.store, tx, seq), seq, pre.kind, pre.actor, pre.subject, pre.payload)
         if pre.kind.startswith("key."):
             try:
                 self.store.key_history(tx).apply(seq, pre.kind, pre.payload)

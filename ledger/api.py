@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -114,6 +115,7 @@ class Ledger(_CheckpointsMixin):
         self._queue: list[_Group] = []
         self._writer: Writer | None = None
         self._closed = False
+        self._acting: tuple[str, Any] | None = None
 
     # -- life cycle ------------------------------------------------------------
 
@@ -206,13 +208,35 @@ class Ledger(_CheckpointsMixin):
 
     # -- appending -------------------------------------------------------------
 
+    def act_as(self, name: str, key: Any) -> None:
+        """Append governed events as identity ``name``, signed with its Ed25519 private ``key``.
+
+        Every event of a governed kind (``Payload.GOVERNED``) appended from now on gets ``name``
+        as its actor and, for a signed-action kind, ``name``'s signature (``ledger.actions``).
+        """
+        self._acting = (name, key)
+
+    @property
+    def acting_as(self) -> str | None:
+        """The identity governed events are appended as (``act_as``), if any."""
+        return self._acting[0] if self._acting else None
+
+    def _as_actor(self, event: Event) -> Event:
+        if self._acting is None or not event.payload.GOVERNED or event.kind == "identity.registered":
+            return event
+        from ledger.actions import sign_event
+
+        name, key = self._acting
+        return sign_event(event, actor=name, key=key, origin=self.origin(),
+                          signed_at=format_ts(time.time_ns() // 1000))
+
     def append(self, event: Event) -> Receipt:
         """Append one event; returns once it is committed."""
-        return self._submit([_prepare(event)])[0]
+        return self._submit([_prepare(self._as_actor(event))])[0]
 
     def append_many(self, events: Iterable[Event]) -> list[Receipt]:
         """Append events atomically: all are committed, in order, or none."""
-        prefixes = [_prepare(e) for e in events]
+        prefixes = [_prepare(self._as_actor(e)) for e in events]
         if not prefixes:
             return []
         return self._submit(prefixes)

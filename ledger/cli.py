@@ -41,6 +41,7 @@ __all__ = ["Context", "main", "root"]
 
 URL_ENV = "MLLEDGER_URL"
 HOME_ENV = "MLLEDGER_HOME"
+IDENTITY_ENV = "MLLEDGER_IDENTITY"
 DEFAULT_HOME = ".mlledger"
 FORMAT = click.Choice(["text", "json"])
 
@@ -49,11 +50,14 @@ R = TypeVar("R")
 
 
 class Context:
-    """What every command shares: where the ledger is, and --debug."""
+    """What every command shares: where the ledger is, who acts (--as), and --debug."""
 
-    def __init__(self, ledger: str | None, debug: bool) -> None:
+    def __init__(self, ledger: str | None, debug: bool, identity: str | None = None) -> None:
         self.location = ledger or os.environ.get(URL_ENV) or DEFAULT_HOME
         self.debug = debug
+        #: The acting identity's private key file (--as, else $MLLEDGER_IDENTITY).
+        self.identity_path = Path(identity) if identity else (
+            Path(os.environ[IDENTITY_ENV]) if os.environ.get(IDENTITY_ENV) else None)
 
     @property
     def home(self) -> Path:
@@ -91,6 +95,12 @@ class Context:
     def open(self, *, signer: Signer | None = None, checkpoint_every: int | None = None) -> Iterator[Ledger]:
         ledger = Ledger.open(self.location, signer=signer, checkpoint_every=checkpoint_every)
         try:
+            if self.identity_path is not None:
+                from ledger.actions import identity_for_key
+                from ledger.keys import load_private_key
+
+                key = load_private_key(self.identity_path)
+                ledger.act_as(identity_for_key(ledger, key, where=str(self.identity_path)), key)
             yield ledger
         finally:
             ledger.close()
@@ -191,10 +201,12 @@ class _Root(click.Group):
 @click.group(cls=_Root, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--ledger", metavar="URL|DIR", help=f"Ledger database URL or directory "
               f"[default: ${URL_ENV}, else ./{DEFAULT_HOME}].")
+@click.option("--as", "identity", metavar="KEYFILE", help=f"Act as the registered identity whose private key "
+              f"(PEM) this is; governed actions are signed by it [default: ${IDENTITY_ENV}].")
 @click.option("--debug", is_flag=True, help="Show tracebacks on errors.")
 @click.version_option(package_name="mlledger")
 @click.pass_context
-def root(ctx: click.Context, ledger: str | None, debug: bool) -> None:
+def root(ctx: click.Context, ledger: str | None, identity: str | None, debug: bool) -> None:
     """mlledger: a verifiable compliance ledger for machine learning.
 
     Every data, model and prediction event is an entry in an append-only,
@@ -204,7 +216,7 @@ def root(ctx: click.Context, ledger: str | None, debug: bool) -> None:
     Exit codes: 0 ok, 1 verification failed or gate denied,
                 2 usage or input error, 3 needs approval.
     """
-    ctx.obj = Context(ledger, debug)
+    ctx.obj = Context(ledger, debug, identity)
 
 
 # -- init ---------------------------------------------------------------------

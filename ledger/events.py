@@ -26,10 +26,12 @@ __all__ = [
     "Sha256Hex",
     "check_for",
     "describe_validation_error",
+    "guards",
     "kinds",
     "payload_model",
     "register",
     "register_check",
+    "register_guard",
 ]
 
 KIND_PATTERN: Final = r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$"
@@ -43,6 +45,8 @@ class Payload(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
     KIND: ClassVar[str] = ""
+    #: Subject to the access guards (``register_guard``): who may write it, and their signature.
+    GOVERNED: ClassVar[bool] = False
 
 
 _P = TypeVar("_P", bound=type[Payload])
@@ -87,6 +91,24 @@ def register_check(kind: str) -> Callable[[Callable[..., None]], Callable[..., N
 
 def check_for(kind: str) -> Callable[..., None] | None:
     return _CHECKS.get(kind)
+
+
+#: Access guards (issue 12): ``guard(view, seq, kind, actor, subject, payload)`` runs before an
+#: entry of a ``GOVERNED`` kind is written, inside the sequencing transaction; raising refuses it.
+_GUARDS: list[Callable[..., None]] = []
+
+
+def register_guard(fn: Callable[..., None]) -> Callable[..., None]:
+    """Decorator: run ``fn`` before every entry of a governed kind is written."""
+    if fn not in _GUARDS:
+        _GUARDS.append(fn)
+    return fn
+
+
+def guards() -> list[Callable[..., None]]:
+    """The access guards, once the kind plugins (which register them) are loaded."""
+    _load_plugins()
+    return list(_GUARDS)
 
 
 _PLUGINS_LOADED = False
@@ -214,7 +236,7 @@ class Event:
         """Encode everything but the sequencing fields (done outside the write lock)."""
         body = self.payload.model_dump(mode="json")
         pre = prefix(self.kind, self.actor, self.subject, encode(body, where="payload", owned=True))
-        if self.kind.startswith("key.") or self.kind in _CHECKS:
+        if self.kind.startswith("key.") or self.kind in _CHECKS or self.payload.GOVERNED:
             pre.payload = self.payload.model_dump(mode="json")
             pre.actor = self.actor
         return pre

@@ -20,8 +20,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from ledger.errors import InputError
 from ledger.note import Signer, Verifier
 
-__all__ = ["PASSPHRASE_ENV", "generate", "load_signer", "load_verifier", "new_signer_files", "save_signer",
-           "unencrypted_warning", "write_private_pem"]
+__all__ = ["PASSPHRASE_ENV", "check_private_file", "generate", "load_private_key", "load_signer", "load_verifier",
+           "new_signer_files", "save_signer", "unencrypted_warning", "write_private_pem"]
 
 PASSPHRASE_ENV: Final = "MLLEDGER_KEY_PASSPHRASE"  # noqa: S105 - a variable name
 
@@ -103,10 +103,41 @@ def load_verifier(path: Path) -> Verifier:
         raise InputError(f"{path}: {exc}") from None
 
 
+def check_private_file(path: Path) -> None:
+    """Refuse a private key file that its group or others may read or write (issue 12)."""
+    try:
+        mode = path.stat().st_mode
+    except OSError as exc:
+        raise InputError(f"cannot read private key {path}: {exc.strerror}") from None
+    if os.name == "posix" and mode & 0o077:
+        raise InputError(f"{path} is readable or writable by group or others (mode {mode & 0o777:04o}); "
+                         f"refusing to use it: run 'chmod 600 {path}'")
+
+
+def load_private_key(pem_path: Path) -> Ed25519PrivateKey:
+    """Read an Ed25519 private key (PEM; decrypted with the passphrase when set), mode 0600 only."""
+    check_private_file(pem_path)
+    try:
+        data = pem_path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"cannot read private key {pem_path}: {exc.strerror}") from None
+    try:
+        key = serialization.load_pem_private_key(data, password=_passphrase())
+    except TypeError:
+        raise InputError(f"{pem_path} is encrypted: set {PASSPHRASE_ENV} to its passphrase") from None
+    except ValueError:
+        raise InputError(f"{pem_path} could not be decrypted or is not a PEM private key; "
+                         f"check {PASSPHRASE_ENV}") from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise InputError(f"{pem_path} is not an Ed25519 key")
+    return key
+
+
 def load_signer(pem_path: Path, vkey_path: Path | None = None) -> Signer:
     """Read a private key and the name and kind from its ``.vkey`` file."""
     vkey_path = vkey_path or pem_path.with_suffix(".vkey")
     verifier = load_verifier(vkey_path)
+    check_private_file(pem_path)
     try:
         data = pem_path.read_bytes()
     except OSError as exc:

@@ -8,7 +8,7 @@ Other packages register their kinds the same way, with ``ledger.events.register`
 from __future__ import annotations
 
 import hashlib
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, ClassVar, Literal, Self
 
 from pydantic import (
     Field,
@@ -19,6 +19,7 @@ from pydantic import (
     model_validator,
 )
 
+from ledger.actions import SignedAction
 from ledger.events import Payload, Sha256Hex, register, register_check
 from ledger.view import LedgerView
 
@@ -84,7 +85,7 @@ class LedgerCreated(Payload):
 
 
 @register("key.added")
-class KeyAdded(Payload):
+class KeyAdded(SignedAction):
     """A further trusted key: a checkpoint key for this log, or a witness."""
 
     verifier_key: VKey
@@ -107,7 +108,7 @@ class KeyAdded(Payload):
 
 
 @register("key.rotated")
-class KeyRotated(Payload):
+class KeyRotated(SignedAction):
     """The checkpoint key changes; the old key signs the hand-over.
 
     ``old_key_signature`` is base64 Ed25519 by the old key over
@@ -120,7 +121,7 @@ class KeyRotated(Payload):
 
 
 @register("key.revoked")
-class KeyRevoked(Payload):
+class KeyRevoked(SignedAction):
     """A key is no longer trusted for anything it signs after this entry."""
 
     verifier_key: VKey
@@ -132,6 +133,7 @@ class KeyRevoked(Payload):
 class IdentityRegistered(Payload):
     """A person or service, its roles and its Ed25519 public key (raw 32 bytes, base64)."""
 
+    GOVERNED: ClassVar[bool] = True  # authenticated by its admin signature (signed_by)
     name: Identifier
     roles: Annotated[list[Role], Field(min_length=1)]
     public_key: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9+/]{43}=$")]
@@ -160,7 +162,7 @@ class IdentityRegistered(Payload):
 
 
 @register("policy.published")
-class PolicyPublished(Payload):
+class PolicyPublished(SignedAction):
     """A policy document bound to a stage; ``policy_hash`` is SHA-256 of ``body`` (UTF-8)."""
 
     policy_hash: Sha256Hex
@@ -186,7 +188,7 @@ class ColumnSummary(Payload):
 
 
 @register("dataset.registered")
-class DatasetRegistered(Payload):
+class DatasetRegistered(SignedAction):
     """A dataset by content hash; the data itself stays where it is."""
 
     name: Identifier
@@ -216,7 +218,7 @@ KeyId = Annotated[str, StringConstraints(pattern=r"^[sd]k-[0-9a-f]{32}$")]
 
 
 @register("subject.erased")
-class SubjectErased(Payload):
+class SubjectErased(SignedAction):
     """A data subject's key destroyed (GDPR Art. 17): their commitments become unlinkable.
 
     ``request_ref`` is the erasure request's reference (never the subject's identity);

@@ -31,6 +31,9 @@ ROLE = click.Choice(["admin", "data-steward", "model-developer", "validator", "m
 
 
 def _load_private(path: Path) -> Ed25519PrivateKey:
+    from ledger.keys import check_private_file
+
+    check_private_file(path)
     secret = os.environ.get(PASSPHRASE_ENV)
     try:
         key = serialization.load_pem_private_key(path.read_bytes(),
@@ -113,8 +116,12 @@ def identity_register(obj: Context, name: str, roles: tuple[str, ...], public_ke
     if (admin is None) != (admin_key is None):
         raise InputError("give both --as ADMIN and --key FILE, or neither (to sign with the ledger key)")
     pub = _public_b64(public_key)
-    signed_by = admin or GENESIS_ADMIN
     with obj.open() as ledger:
+        if admin is None and ledger.acting_as is not None:  # mlledger --as ADMIN.pem identity register
+            assert obj.identity_path is not None
+            admin_key = obj.identity_path
+            admin = None if ledger.acting_as == GENESIS_ADMIN else ledger.acting_as
+        signed_by = admin or GENESIS_ADMIN
         msg = identity_message(ledger.origin(), name, list(roles), pub, signed_by)
         if admin_key is not None:
             signature = sign_approval(_load_private(admin_key), msg)

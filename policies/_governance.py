@@ -57,10 +57,11 @@ def _identities(view: LedgerView, before: int | None) -> tuple[dict[str, Identit
     out: dict[str, Identity] = {}
     untrusted: list[Finding] = []
     keys = None
-    for e in view.of_kind("identity.registered", "key.added", "key.rotated", "key.revoked"):
+    for e in view.of_kind("identity.registered", "role.granted", "role.revoked"):
         if before is not None and e.seq >= before:
             break
         if e.kind != "identity.registered":
+            untrusted.extend(_apply_role_event(view, e, out))
             continue
         p = e.payload
         problem = _registration_problem(view, e, out, keys)
@@ -69,6 +70,23 @@ def _identities(view: LedgerView, before: int | None) -> tuple[dict[str, Identit
             continue
         out[p["name"]] = Identity(p["name"], frozenset(p["roles"]), p["public_key"], e.seq)
     return out, untrusted
+
+
+def _apply_role_event(view: LedgerView, e: ViewEntry, trusted: dict[str, Identity]) -> list[Finding]:
+    """A valid role grant or revocation (signed by an admin then) changes the identity's roles."""
+    from policies._access import action_problem
+
+    p = e.payload
+    problem = action_problem(view, e.seq, parse_ts(e.ts), e.kind, e.actor, e.subject, p, trusted)
+    ident = trusted.get(p["identity"])
+    if problem is None and ident is None:
+        problem = f"{p['identity']} is not a trusted identity"
+    if problem is not None:
+        return [Finding(e.seq, "violation", f"{e.kind} ({p['role']} for {p['identity']}) does not count: {problem}")]
+    assert ident is not None
+    roles = ident.roles | {p["role"]} if e.kind == "role.granted" else ident.roles - {p["role"]}
+    trusted[ident.name] = Identity(ident.name, roles, ident.public_key, ident.seq)
+    return []
 
 
 def _registration_problem(view: LedgerView, e: ViewEntry, trusted: dict[str, Identity], keys: Any) -> str | None:
@@ -250,7 +268,9 @@ def audit(view: LedgerView) -> list[Finding]:
     4. every identity registration is signed by a trusted admin (else it is reported and
        its holder's signatures do not count);
     5. operations (``policies._audit_ops``): every decision refers to the deployment that served
-       it, erasures are reported, and no decision uses an erased key.
+       it, erasures are reported, and no decision uses an erased key;
+    6. access (``policies._access``): every signed action's signature verifies and its actor held
+       the kind's role at that seq; after ``access.enabled`` an unsigned one is a forged actor.
     """
     findings: list[Finding] = list(_identities(view, None)[1])
     policies: dict[str, tuple[int, str]] = {}  # stage -> (seq, sha256) of the latest publication
@@ -269,6 +289,9 @@ def audit(view: LedgerView) -> list[Finding]:
     from policies._audit_ops import audit_operations
 
     findings.extend(audit_operations(view, Finding))
+    from policies._access import audit_access
+
+    findings.extend(audit_access(view, Finding))
     return sorted(findings, key=lambda f: f.seq)
 
 

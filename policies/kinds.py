@@ -11,7 +11,7 @@ they hold their defaults, so entries written before them keep their bytes and st
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, ClassVar, Literal, Self
 
 from pydantic import (
     Field,
@@ -22,6 +22,7 @@ from pydantic import (
     model_validator,
 )
 
+from ledger.actions import SignedAction
 from ledger.events import Payload, Sha256Hex, register
 
 __all__ = [
@@ -58,7 +59,7 @@ class ValidationCheck(Payload):
 
 
 @register("dataset.validated")
-class DatasetValidated(Payload):
+class DatasetValidated(SignedAction):
     """A registered dataset checked against a declared schema (stored as an artifact)."""
 
     dataset_sha256: Sha256Hex
@@ -211,6 +212,8 @@ class ApprovalSignature(Payload):
 class ApprovalSigned(Payload):
     """An electronic signature on a gate decision: printed name, time, meaning (21 CFR 11.50/11.70)."""
 
+    GOVERNED: ClassVar[bool] = True  # authenticated by its approvers' signatures
+
     decision_seq: Annotated[int, Field(ge=0)]
     decision_leaf_hash: Sha256Hex
     signer: Identifier
@@ -223,6 +226,8 @@ class ApprovalSigned(Payload):
 class WaiverGranted(Payload):
     """Break-glass: promotion despite a denying gate, with a justification and two approvers."""
 
+    GOVERNED: ClassVar[bool] = True  # authenticated by its approvers' signatures
+
     decision_seq: Annotated[int, Field(ge=0)]
     decision_leaf_hash: Sha256Hex
     justification: Annotated[str, StringConstraints(min_length=20, max_length=4096)]
@@ -230,7 +235,7 @@ class WaiverGranted(Payload):
 
 
 @register("model.promoted")
-class ModelPromoted(Payload):
+class ModelPromoted(SignedAction):
     """A model version enters a stage, justified by an allowing gate (or a waiver)."""
 
     model: Identifier  # NAME@VERSION
@@ -242,5 +247,7 @@ class ModelPromoted(Payload):
 
 
 # The checks for the governance kinds register with the kinds themselves.
+import policies._access  # noqa: E402  (the access guard, issue 12)
+import policies._access_kinds  # noqa: E402
 import policies._gate  # noqa: E402
 import policies._governance  # noqa: E402, F401
