@@ -144,18 +144,45 @@ class _State:
         self._seen = self.ledger.head_size()
         self._cp_lock = threading.Lock()
         self.follower = threading.Thread(target=self._follow, name="mlledger-follow", daemon=True)
+        self.monitor = threading.Thread(target=self._monitor, name="mlledger-monitor", daemon=True)
 
     def _scorer(self, deployed: Deployed) -> Scorer:
         return Scorer(self.ws, self.keys, deployed, actor=self.cfg.actor, seal=self.cfg.seal, record=self.cfg.record)
 
     def start(self) -> None:
         self.follower.start()
+        if self.cfg.record:
+            self.monitor.start()
 
     def close(self) -> None:
         self._stop.set()
-        if self.follower.is_alive():
-            self.follower.join(timeout=5)
+        for thread in (self.follower, self.monitor):
+            if thread.is_alive():
+                thread.join(timeout=5)
         self.ledger.close()
+
+    def _monitor(self) -> None:
+        """Record monitoring windows (``backends.monitor``) every ``monitor.interval_s`` seconds while the
+        stage's policy has a 'monitor:' section.
+
+        Windows cannot be recorded twice (the ledger refuses overlapping windows), so several workers
+        and a 'mlledger monitor' job may all run this.
+        """
+        from backends.monitor import Monitor
+
+        wait = 1.0
+        while not self._stop.wait(wait):
+            try:
+                mon = Monitor(self.ws, self.name, self.cfg.stage, keys=self.keys, actor="system:monitor")
+                wait = mon.settings.interval_s
+                if not mon.configured:
+                    continue
+                for r, a in mon.run().alerts:
+                    log.warning("monitor.alert %s at seq %d: %s", a.kind, r.seq, a.detail)
+            except MlledgerError as exc:  # another worker recorded the window first, or no reference yet
+                log.info("monitor: %s", exc)
+            except Exception as exc:  # keep serving; say why
+                log.warning("monitor: %s", exc)
 
     def _follow(self) -> None:
         while not self._stop.wait(self.cfg.follow_s):

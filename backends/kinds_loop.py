@@ -100,6 +100,28 @@ class MonitorWindow(Payload):
     revises: Seq | None = None
 
 
+@register_check("monitor.window")
+def _check_window(view: LedgerView, seq: int, actor: str | None, payload: dict[str, Any]) -> None:
+    """Windows of one model and stage do not overlap; a revision revises the latest record of its window.
+
+    So monitors running in several processes (server workers, a cron job) cannot record a window twice.
+    """
+    from ledger.errors import InputError
+
+    mine = [e for e in view.of_kind("monitor.window")
+            if e.payload["model"] == payload["model"] and e.payload["stage"] == payload["stage"]]
+    span = (payload["first_seq"], payload["last_seq"])
+    if payload.get("revises") is None:
+        for e in mine:
+            if e.payload["last_seq"] >= span[0] and e.payload["first_seq"] <= span[1]:
+                raise InputError(f"window {span[0]}..{span[1]} overlaps the window recorded at seq {e.seq}")
+        return
+    same = [e.seq for e in mine if (e.payload["first_seq"], e.payload["last_seq"]) == span]
+    if not same or same[-1] != payload["revises"]:
+        raise InputError(f"window revision refused: seq {payload['revises']} is not the latest record of window "
+                         f"{span[0]}..{span[1]}")
+
+
 @register("label.received")
 class LabelReceived(Payload):
     prediction_seq: Seq

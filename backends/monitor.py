@@ -50,16 +50,16 @@ __all__ = ["Monitor", "MonitorRun", "ingest_labels", "monitor_settings"]
 ACTOR = "system:monitor"
 
 
-def monitor_settings(ws: Workspace, stage: str) -> tuple[MonitorSection, int | None]:
-    """The ``monitor:`` section of the policy published for ``stage`` (defaults without one), and its seq."""
+def monitor_settings(ws: Workspace, stage: str) -> tuple[MonitorSection | None, int | None]:
+    """The ``monitor:`` section of the policy published for ``stage`` (None without one), and the policy's seq."""
     from policies._gate import published_policy
 
     with ws.ledger.view() as view:
         try:
             entry, loaded = published_policy(view, stage)
         except InputError:
-            return MonitorSection(), None
-    return loaded.policy.monitor or MonitorSection(), entry.seq
+            return None, None
+    return loaded.policy.monitor, entry.seq
 
 
 @dataclass
@@ -95,7 +95,10 @@ class Monitor:
         if "@" in name:
             raise InputError(f"--model {name!r}: give the model NAME; a window covers every version served")
         self.ws, self.name, self.stage, self.actor = ws, name, stage, actor
-        self.settings, self.policy_seq = monitor_settings(ws, stage)
+        section, self.policy_seq = monitor_settings(ws, stage)
+        #: Whether the stage's policy has a 'monitor:' section (else the cited defaults apply).
+        self.configured = section is not None
+        self.settings = section or MonitorSection()
         self.window = window or self.settings.window
         self.keys = keys if keys is not None else SubjectKeys(ws.ledger)
         self._refs: dict[str, _Reference] = {}

@@ -3,6 +3,7 @@
 ```yaml
 monitor:
   window: 500              # predictions per window
+  interval_s: 5            # how often 'mlledger serve' looks for a new full window (background monitor)
   prediction_psi: 0.2      # PSI of the window's scores against the training data's; 0.2 blocks (DESIGN.md 6)
   input_psi: 0.2           # per-feature PSI of the inputs, when they are stored (serve --store-inputs)
   latency_p99_ms: 250      # optional
@@ -43,6 +44,8 @@ class MonitorSection(StrictModel):
     """Thresholds for the windows of recorded predictions at the policy's stage."""
 
     window: Annotated[int, Field(ge=10, le=1_000_000)] = 1000
+    #: How often a server ('mlledger serve') looks for new full windows.
+    interval_s: Annotated[float, Field(gt=0, le=86_400)] = 5.0
     prediction_psi: Positive = DEFAULT_PSI
     input_psi: Positive = DEFAULT_PSI
     latency_p95_ms: Positive | None = None

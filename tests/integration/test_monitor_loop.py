@@ -246,3 +246,21 @@ def test_kill_9_at_each_step_then_rerun_completes_exactly_once(world: Path, chai
                       "gate.evaluated": 1, "model.promoted": 1, "model.deployed": 1}
     assert deployed_model() == "credit@2"
     assert "ok:" in run("verify")
+
+
+def test_server_monitors_in_the_background_and_alerts_on_drift(world: Path) -> None:
+    Path("bg.yaml").write_text((MONITORED % AUTO).replace("  window: 200\n", "  window: 200\n  interval_s: 0.2\n"))
+    run("policy", "publish", "bg.yaml", "--stage", "production")
+    cols = ["income", "age", "debt"]
+    with server("--store-inputs") as (url, _proc):
+        for seed, shift in ((20, 0.0), (22, 2.0)):
+            records = applicants(200, seed, shift=shift)[cols].to_dict("records")
+            assert httpx.post(url + "/v1/predict", json={"records": records}).status_code == 200
+        deadline = time.monotonic() + 20
+        while not of_kind("monitor.alert"):
+            assert time.monotonic() < deadline, "no alert from the server's monitor"
+            time.sleep(0.2)
+    windows = of_kind("monitor.window")
+    assert len(windows) == 2 and windows[1]["input_drift"]["computed"] is True
+    assert {a["kind"] for a in of_kind("monitor.alert")} >= {"prediction-drift"}
+    assert all(a["window_last_seq"] == windows[1]["last_seq"] for a in of_kind("monitor.alert"))

@@ -112,3 +112,25 @@ def test_incident_events_must_name_an_open_incident(ledger: Ledger) -> None:
     close_incident(ledger, r.seq, resolution="done", actor="x@example.com")
     with pytest.raises(InputError, match="already closed"):
         close_incident(ledger, r.seq, resolution="again", actor="x@example.com")
+
+
+def window(first: int, last: int, revises: int | None = None) -> Event:
+    from backends.kinds_loop import InputDrift, LabelStats, LatencyStats, MonitorWindow, PredictionStats
+
+    w = MonitorWindow(model="credit", stage="production", versions=["credit@1"], first_seq=first, last_seq=last,
+                      count=last - first + 1, latency_ms=LatencyStats(p50=1.0, p95=2.0, p99=3.0, max=4.0),
+                      prediction=PredictionStats(reference="none"), input_drift=InputDrift(computed=False,
+                                                                                          reason="test"),
+                      labels=LabelStats(count=0), thresholds={}, revises=revises)
+    return Event(w, actor="system:monitor", subject="model:credit")
+
+
+def test_a_window_is_recorded_once_even_by_two_monitors(ledger: Ledger) -> None:
+    first = ledger.append(window(10, 19))
+    with pytest.raises(InputError, match="overlaps the window recorded at seq 1"):
+        ledger.append(window(15, 24))
+    ledger.append(window(20, 29))
+    second = ledger.append(window(10, 19, revises=first.seq))
+    with pytest.raises(InputError, match="is not the latest record of window 10..19"):
+        ledger.append(window(10, 19, revises=first.seq))
+    ledger.append(window(10, 19, revises=second.seq))
