@@ -58,12 +58,15 @@ def _model_at(ref: str) -> tuple[str, str]:
 @click.option("--max-records", default=1000, show_default=True, type=click.IntRange(1),
               help="Records per request.")
 @click.option("--actor", help="The actor of the entries the server writes [default: service:mlledger-serve].")
+@click.option("--auth", type=click.Choice(["auto", "required", "unsafe-off"]), default="auto", show_default=True,
+              help="Bearer tokens: 'auto' requires them once the ledger has issued any token or is "
+                   "access-controlled; 'unsafe-off' serves anyone who can reach the port.")
 @click.option("--bench-unrecorded", is_flag=True, hidden=True,
               help="BENCHMARK ONLY: serve without recording decisions (bench/serve.py's baseline).")
 @click.pass_obj
 @handle_errors
 def serve(obj: Context, model: str, stage: str, host: str, port: int, workers: int, store_inputs: bool,
-          max_body: int, max_records: int, actor: str | None, bench_unrecorded: bool) -> None:
+          max_body: int, max_records: int, actor: str | None, auth: str, bench_unrecorded: bool) -> None:
     """Serve a deployed model over HTTP; every decision is on the ledger before it is returned.
 
     \b
@@ -75,7 +78,8 @@ def serve(obj: Context, model: str, stage: str, host: str, port: int, workers: i
 
     The server refuses to start unless MODEL is deployed at STAGE, and follows new promotions of
     MODEL to STAGE without a restart (recording model.deployed and model.undeployed). Run it behind
-    a TLS-terminating proxy; it listens on loopback by default.
+    a TLS-terminating proxy; it listens on loopback by default. Every endpoint but /healthz takes
+    'Authorization: Bearer TOKEN' (mlledger token issue) with its scope: predict, review, proofs, model.
     """
     _need_serve_extra()
     import uvicorn
@@ -84,7 +88,11 @@ def serve(obj: Context, model: str, stage: str, host: str, port: int, workers: i
 
     cfg = ServeConfig(location=obj.location, home=str(obj.home.resolve()), model=model, stage=stage,
                       actor=_actor(actor, "service:mlledger-serve"), seal=store_inputs,
-                      record=not bench_unrecorded, max_body=max_body, max_records=max_records)
+                      record=not bench_unrecorded, max_body=max_body, max_records=max_records,
+                      auth=auth)  # type: ignore[arg-type]
+    if auth == "unsafe-off":
+        click.echo("WARNING: --auth unsafe-off: serving WITHOUT authentication; anyone who can reach the port "
+                   "can score and review", err=True)
     if bench_unrecorded:
         click.echo("WARNING: --bench-unrecorded: decisions are NOT recorded; for benchmarks only", err=True)
     app = create_app(cfg)  # refuses here, before listening, if nothing is deployed
@@ -218,7 +226,10 @@ def review(obj: Context, seq: int, outcome: str, label: str | None, reason: str,
 @click.pass_obj
 @handle_errors
 def inputs(obj: Context, seq: int, fmt: str) -> None:
-    """Show the raw input behind the prediction at SEQ, if it was stored (--store-inputs) and not erased."""
+    """Show the raw input behind the prediction at SEQ, if it was stored (--store-inputs) and not erased.
+
+    The read is recorded first (access.read); in an access-controlled ledger only an auditor,
+    validator, model-risk or dpo identity may read inputs."""
     from ledger.privacy import SubjectKeys
 
     with obj.open() as ledger:
@@ -228,6 +239,11 @@ def inputs(obj: Context, seq: int, fmt: str) -> None:
         p = entry.payload
         if not p.get("sealed"):
             raise InputError(f"the input of seq {seq} was not stored (serve or predict with --store-inputs)")
+        from ledger.events import Event
+        from ledger.kinds import AccessRead
+
+        ledger.append(Event(AccessRead(what="inputs", target=f"prediction:{seq}"), actor=_actor(None),
+                            subject=f"prediction:{seq}"))  # logged first; refused without the role
         data = SubjectKeys(ledger).read_sealed(p["key_id"], bytes.fromhex(p["input_commitment"]))
     click.echo(data.decode() if fmt == "json" else base64.b64encode(data).decode())
 

@@ -8,6 +8,9 @@ Endpoints:
   first if none covers it yet); ``GET /v1/receipts/{seq}``: the entry's stored bytes.
 - ``GET /v1/model``: what is deployed and its input schema; ``GET /healthz``.
 
+Every endpoint but ``/healthz`` takes a bearer token with its scope (``backends._auth``:
+predict, review, proofs, model); the token's identity is the actor of what the request writes.
+
 A follower thread watches the ledger: a new promotion of the model to the stage is deployed
 (``model.deployed`` + ``model.undeployed`` of the old version) and served without a restart;
 a deployment recorded elsewhere (``mlledger deploy``) is picked up the same way.
@@ -25,10 +28,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
+from backends._auth import TokenAuth
 from backends.serving import Deployed, NotDeployed, Scorer, current, holder, resolve
 from ledger.api import Ledger
 from ledger.errors import InputError, MlledgerError
@@ -55,6 +59,8 @@ class ServeConfig:
     max_body: int = 1 << 20
     max_records: int = 1000
     follow_s: float = 0.5
+    auth: Literal["auto", "required", "unsafe-off"] = "auto"
+    denied_window_s: int = 60
 
 
 class PredictRequest(BaseModel):
@@ -234,13 +240,16 @@ class _State:
 def create_app(cfg: ServeConfig) -> FastAPI:
     """The ASGI app. Raises ``NotDeployed`` (before serving anything) if nothing is deployed."""
     state = _State(cfg)
+    auth = TokenAuth(state.ledger, mode=cfg.auth, actor=cfg.actor, window_s=cfg.denied_window_s)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> Any:
         state.start()
+        auth.start()
         try:
             yield
         finally:
+            auth.close()
             state.close()
 
     app = FastAPI(title="mlledger serving API", version="1", lifespan=lifespan,
@@ -266,11 +275,12 @@ def create_app(cfg: ServeConfig) -> FastAPI:
         return {"status": "ok", "model": state.scorer.deployed.ref, "stage": cfg.stage, "ledger_size": size}
 
     @app.get("/v1/model")
-    def model() -> dict[str, Any]:
+    def model(_who: str | None = Depends(auth.dependency("model", "/v1/model"))) -> dict[str, Any]:
         return state.scorer.deployed.describe()
 
     @app.post("/v1/predict")
-    def predict(req: PredictRequest) -> dict[str, Any]:
+    def predict(req: PredictRequest,
+                who: str | None = Depends(auth.dependency("predict", "/v1/predict"))) -> dict[str, Any]:
         if (req.record is None) == (req.records is None):
             raise HTTPException(422, "give exactly one of 'record' or 'records'")
         records = [req.record] if req.record is not None else list(req.records or [])
@@ -283,30 +293,33 @@ def create_app(cfg: ServeConfig) -> FastAPI:
             subjects = [req.subject_id] * len(records)
         scorer = state.scorer  # one deployment for the whole request, even if the follower switches
         decisions = scorer.score(records, subjects=subjects, automated=req.automated_decision,
-                                 request_id=req.request_id)
+                                 request_id=req.request_id, actor=who)
         d = scorer.deployed
         return {"model": d.ref, "stage": d.stage, "artifact_sha256": d.artifact_sha256,
                 "deployed_seq": d.deployed_seq, "predictions": [x.to_json() for x in decisions]}
 
     @app.post("/v1/reviews")
-    def review(req: ReviewRequest) -> dict[str, Any]:
+    def review(req: ReviewRequest,
+               who: str | None = Depends(auth.dependency("review", "/v1/reviews"))) -> dict[str, Any]:
         from backends.kinds import HumanReviewed
         from ledger.events import Event
 
         payload = HumanReviewed(prediction_seq=req.prediction_seq, outcome=req.outcome, label=req.label,
                                 reason=req.reason)
-        receipt = state.ledger.append(Event(payload, actor=cfg.actor, subject=f"prediction:{req.prediction_seq}"))
+        receipt = state.ledger.append(Event(payload, actor=who or cfg.actor,
+                                            subject=f"prediction:{req.prediction_seq}"))
         return {"seq": receipt.seq, "leaf_hash": receipt.leaf_hash.hex()}
 
     @app.get("/v1/receipts/{seq}/proof", response_class=PlainTextResponse)
-    def proof(seq: int) -> Response:
+    def proof(seq: int, _who: str | None = Depends(auth.dependency("proofs", "/v1/receipts/{seq}/proof"))
+              ) -> Response:
         if seq < 0:
             raise HTTPException(404, "seq must be >= 0")
         return Response(state.proof(seq), media_type="text/plain; charset=utf-8",
                         headers={"Content-Disposition": f'attachment; filename="{seq}.tlog-proof"'})
 
     @app.get("/v1/receipts/{seq}")
-    def entry(seq: int) -> Response:
+    def entry(seq: int, _who: str | None = Depends(auth.dependency("proofs", "/v1/receipts/{seq}"))) -> Response:
         if seq < 0 or seq >= state.ledger.head_size():
             raise HTTPException(404, f"no entry at seq {seq}")
         return Response(state.ledger.get(seq).raw, media_type="application/json")

@@ -198,7 +198,8 @@ class Scorer:
         return labels, scores
 
     def score(self, records: Sequence[Mapping[str, Any]], *, subjects: Sequence[str | None] | None = None,
-              automated: bool = True, request_id: str | None = None) -> list[Decision]:
+              automated: bool = True, request_id: str | None = None, actor: str | None = None) -> list[Decision]:
+        """Score and record; ``actor`` (the authenticated caller) overrides the scorer's actor."""
         start = time.perf_counter()
         validate_records(records, self.deployed.columns)
         if subjects is not None and len(subjects) != len(records):
@@ -217,7 +218,7 @@ class Scorer:
                     model=d.ref, artifact_sha256=d.artifact_sha256, stage=d.stage, deployed_seq=d.deployed_seq,
                     input_commitment=digest.hex(), key_id=key.key_id, label=labels[i], score=scores[i],
                     latency_ms=latency_ms, automated_decision=automated, request_id=rid, sealed=self.seal)
-                events.append(Event(payload, actor=self.actor, subject=f"model:{d.ref}"))
+                events.append(Event(payload, actor=actor or self.actor, subject=f"model:{d.ref}"))
             receipts = list(self.ws.ledger.append_many(events))
             if self.seal:
                 self.keys.store_sealed(zip(keys, digests, records, strict=True))

@@ -230,6 +230,20 @@ class Ledger(_CheckpointsMixin):
         return sign_event(event, actor=name, key=key, origin=self.origin(),
                           signed_at=format_ts(time.time_ns() // 1000))
 
+    def check_access(self, event: Event) -> None:
+        """Run the access guards on ``event`` as if it were appended now, writing nothing.
+
+        For a read that must be refused before it happens but logged after it (``access.read``).
+        """
+        from ledger.events import guards
+
+        pre = _prepare(self._as_actor(event))
+        if not event.payload.GOVERNED or pre.payload is None:
+            return
+        with self.view() as view:
+            for guard in guards():
+                guard(view, view.size, pre.kind, pre.actor, pre.subject, pre.payload)
+
     def append(self, event: Event) -> Receipt:
         """Append one event; returns once it is committed."""
         return self._submit([_prepare(self._as_actor(event))])[0]

@@ -25,6 +25,7 @@ from ledger.view import LedgerView
 
 __all__ = [
     "ROLES",
+    "AccessRead",
     "ColumnSummary",
     "DatasetRegistered",
     "IdentityRegistered",
@@ -245,3 +246,13 @@ def _check_erasure(view: LedgerView, seq: int, actor: str | None, payload: dict[
     status = view.key_status(key_id)
     if status != "live":
         raise InputError(f"erasure refused: key {key_id} is {status} in this ledger's key table")
+
+
+@register("access.read")
+class AccessRead(SignedAction):
+    """A read of sensitive records (HIPAA 164.312(b)): who read what. Appended *before* the read,
+    so in an access-controlled ledger the access guard refuses a reader without the role."""
+
+    what: Literal["bundle", "report", "inputs"]
+    target: Annotated[str, StringConstraints(min_length=1, max_length=1024)]
+    detail: Text | None = None

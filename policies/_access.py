@@ -57,7 +57,7 @@ PERMISSIONS: Final[tuple[tuple[str, frozenset[str], tuple[str, ...]], ...]] = (
     ("promote (with the gate), deploy", frozenset({"deployer"}),
      ("model.promoted", "model.deployed", "model.undeployed")),
     ("erase subjects", frozenset({"dpo"}), ("subject.erased",)),
-    ("read, export, report", frozenset({"auditor"}), ()),
+    ("read, export, report", frozenset({"auditor"}), ("access.read",)),
     ("predict", frozenset({"service"}), ()),
 )
 
@@ -68,9 +68,8 @@ KIND_ROLES["waiver.granted"] = frozenset({"validator", "model-risk", "admin"})
 #: Kinds that must be signed by an admin even before the ledger is access-controlled.
 ALWAYS_SIGNED: Final = frozenset({"role.granted", "role.revoked", "access.enabled", "token.issued",
                                   "token.revoked"})
-#: Reads checked by the CLI (and logged as ``access.read``) once the ledger is access-controlled.
-READ_ROLES: Final = frozenset({"auditor", "admin"})
-#: Who may read sealed raw inputs: auditors, and reviewers who need them for a review.
+#: Who may read sealed raw inputs (``access.read`` of ``inputs``): auditors, and the reviewers and
+#: the DPO who need them for a review or a subject's request.
 INPUT_READ_ROLES: Final = frozenset({"auditor", "validator", "model-risk", "dpo"})
 #: HTTP token scope -> the roles its identity must hold when the token is issued.
 SCOPE_ROLES: Final[dict[str, frozenset[str]]] = {
@@ -90,7 +89,10 @@ class _Ident(Protocol):
     def public_key(self) -> str: ...
 
 
-def roles_for(kind: str) -> frozenset[str] | None:
+def roles_for(kind: str, payload: Mapping[str, Any] | None = None) -> frozenset[str] | None:
+    """The roles that may write an entry of ``kind`` (reads of sealed inputs have their own)."""
+    if kind == "access.read" and payload is not None and payload.get("what") == "inputs":
+        return INPUT_READ_ROLES
     return KIND_ROLES.get(kind)
 
 
@@ -149,7 +151,7 @@ def action_problem(view: LedgerView, seq: int, at_us: int, kind: str, actor: str
     for other in view.of_kind(kind):
         if other.seq < seq and (other.payload.get("actor_signature") or {}).get("signature") == sig["signature"]:
             return f"its signature was already used at seq {other.seq} (a replay)"
-    needed = KIND_ROLES.get(kind, frozenset())
+    needed = roles_for(kind, payload) or frozenset()
     if needed and not roles & needed:
         return (f"{actor} holds {', '.join(sorted(roles)) or 'no role'}; {kind} needs the role "
                 f"{_describe_roles(needed)}")

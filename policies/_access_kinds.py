@@ -1,8 +1,8 @@
 """Payload models of the access-control kinds (issue 12, docs/FORMAT.md 3.20-3.24).
 
 ``role.granted`` / ``role.revoked``, ``access.enabled``, ``token.issued`` / ``token.revoked``
-are signed actions of an admin; ``access.denied`` (refused HTTP requests, counted per
-window) and ``access.read`` (who read what: bundles, reports, sealed inputs) are records.
+are signed actions of an admin; ``access.denied`` counts refused HTTP requests per window.
+``access.read`` (who read what) is a ledger kind (``ledger.kinds``), as ``mlledger export`` writes it.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from ledger.actions import SignedAction
 from ledger.events import Payload, Sha256Hex, register
 from ledger.kinds import Identifier, Role
 
-__all__ = ["AccessDenied", "AccessEnabled", "AccessRead", "RoleGranted", "RoleRevoked", "Scope", "TokenIssued",
+__all__ = ["AccessDenied", "AccessEnabled", "RoleGranted", "RoleRevoked", "Scope", "TokenIssued",
            "TokenRevoked"]
 
 Reason = Annotated[str, StringConstraints(min_length=1, max_length=1024)]
@@ -75,12 +75,3 @@ class AccessDenied(Payload):
     counts: dict[Literal["missing", "invalid", "expired", "revoked", "scope"], Annotated[int, Field(ge=1)]]
     endpoints: dict[Annotated[str, StringConstraints(pattern=r"^/[A-Za-z0-9/_{}.-]{0,127}$")],
                     Annotated[int, Field(ge=1)]]
-
-
-@register("access.read")
-class AccessRead(Payload):
-    """A read of sensitive records (HIPAA 164.312(b)): who read what, and why."""
-
-    what: Literal["bundle", "report", "inputs"]
-    target: Annotated[str, StringConstraints(min_length=1, max_length=1024)]
-    detail: Annotated[str, StringConstraints(min_length=1, max_length=1024)] | None = None
