@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import base64
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,6 @@ from ledger.canonical import parse_ts
 from ledger.cli import FORMAT, Context, echo_json, handle_errors
 from ledger.errors import InputError
 from ledger.events import Event
-from ledger.keys import PASSPHRASE_ENV
 from policies._approvals import approval_message, sign_approval
 from policies._governance import audit as run_audit
 from policies._governance import model_versions, now_ts
@@ -31,20 +29,9 @@ ROLE = click.Choice(["admin", "data-steward", "model-developer", "validator", "m
 
 
 def _load_private(path: Path) -> Ed25519PrivateKey:
-    from ledger.keys import check_private_file
+    from ledger.keys import load_private_key
 
-    check_private_file(path)
-    secret = os.environ.get(PASSPHRASE_ENV)
-    try:
-        key = serialization.load_pem_private_key(path.read_bytes(),
-                                                 password=secret.encode() if secret else None)
-    except TypeError:
-        raise InputError(f"{path} is encrypted: set {PASSPHRASE_ENV}") from None
-    except (ValueError, OSError):
-        raise InputError(f"{path} is not a readable PEM private key (check {PASSPHRASE_ENV})") from None
-    if not isinstance(key, Ed25519PrivateKey):
-        raise InputError(f"{path} is not an Ed25519 key")
-    return key
+    return load_private_key(path)
 
 
 def _public_b64(path: Path) -> str:

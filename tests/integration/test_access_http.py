@@ -1,0 +1,165 @@
+"""Access control over HTTP and on the CLI, against a real uvicorn server (issue 12).
+
+401 for a missing, expired or revoked token, 403 for the wrong scope, 200 for the right one with
+the token's identity as the entry's actor; refusals are counted in access.denied; reads of
+sealed inputs and exports are logged; and no secret appears in any output or log.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import sqlite3
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+import backends.kinds  # noqa: F401
+import policies.kinds  # noqa: F401
+from ledger.api import Ledger
+from tests.integration.serving_world import ENV_CLEAR, build, copy_world, run, server
+
+pytestmark = pytest.mark.slow
+
+RECORD = {"income": 52.5, "age": 41, "debt": 7.25}
+PASSPHRASE = "correct horse battery staple 4711"
+ADMIN = ".mlledger/keys/log.pem"  # the genesis admin: the ledger key's owner
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("access-template")
+    build(path)
+    return path
+
+
+@pytest.fixture
+def world(template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    copy_world(template, tmp_path)
+    monkeypatch.chdir(tmp_path)
+    for var in ENV_CLEAR:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("MLLEDGER_ACTOR", "dev@example.com")
+    return tmp_path
+
+
+def entries(kind: str) -> list[dict[str, object]]:
+    with Ledger.open(".mlledger") as led:
+        return [e.data for e in led.iter(kind=[kind])]
+
+
+def issue(outputs: list[str], name: str, scope: str, expires: str = "1d") -> str:
+    out = run("--as", ADMIN, "token", "issue", "--identity", name, "--scope", scope, "--expires", expires)
+    token = out.strip().splitlines()[-1]
+    assert token.startswith("mlt_") and "only this once" in out
+    outputs.append(out.replace(token, "<the one-time print>"))
+    return token
+
+
+def test_http_tokens_scopes_actor_denied_counts_and_no_secret_in_any_output(
+        world: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLLEDGER_KEY_PASSPHRASE", PASSPHRASE)
+    outputs: list[str] = []
+    for name, role in (("svc", "service"), ("rev", "validator"), ("aud", "auditor")):
+        outputs.append(run("identity", "keygen", name, "-o", "ids"))
+        outputs.append(run("--as", ADMIN, "identity", "register", name, "--role", role,
+                           "--public-key", f"ids/{name}.pub"))
+    predict = issue(outputs, "svc", "predict")
+    review = issue(outputs, "rev", "review")
+    expired = issue(outputs, "svc", "predict", "1s")
+    with pytest.raises(AssertionError):  # a scope the identity's roles do not cover is refused at issue
+        run("--as", ADMIN, "token", "issue", "--identity", "svc", "--scope", "review", code=0)
+    time.sleep(1.1)
+
+    with server("--store-inputs") as (url, _proc):
+        post = lambda path, body, tok=None: httpx.post(  # noqa: E731
+            url + path, json=body, timeout=30, headers={"Authorization": f"Bearer {tok}"} if tok else {})
+        assert httpx.get(url + "/healthz", timeout=10).status_code == 200  # open
+        missing = post("/v1/predict", {"record": RECORD})
+        assert (missing.status_code, missing.json()) == (401, {"detail": "unauthorized"})
+        assert missing.headers["www-authenticate"] == "Bearer"
+        assert post("/v1/predict", {"record": RECORD}, "mlt_not-a-token").status_code == 401
+        late = post("/v1/predict", {"record": RECORD}, expired)
+        assert (late.status_code, late.json()) == (401, {"detail": "unauthorized"})  # no detail that leaks
+        wrong = httpx.get(url + "/v1/receipts/0/proof", headers={"Authorization": f"Bearer {predict}"}, timeout=10)
+        assert (wrong.status_code, wrong.json()) == (403, {"detail": "forbidden"})
+        size = _size()
+        ok = post("/v1/predict", {"record": RECORD, "subject_id": "applicant-7"}, predict)
+        assert ok.status_code == 200, ok.text
+        seq = ok.json()["predictions"][0]["receipt"]["seq"]
+        made = _entry(seq)
+        assert (made["kind"], made["actor"]) == ("prediction.made", "svc")
+        assert post("/v1/reviews", {"prediction_seq": seq, "outcome": "confirmed", "reason": "ok"},
+                    predict).status_code == 403
+        reviewed = post("/v1/reviews", {"prediction_seq": seq, "outcome": "confirmed", "reason": "ok"}, review)
+        assert reviewed.status_code == 200, reviewed.text
+        assert _entry(reviewed.json()["seq"])["actor"] == "rev"
+        outputs.append(run("--as", ADMIN, "token", "revoke", _token_seq(review), "--reason", "rotated"))
+        time.sleep(1.5)  # the server re-reads the token table as the ledger grows
+        assert post("/v1/reviews", {"prediction_seq": seq, "outcome": "confirmed", "reason": "again"},
+                    review).status_code == 401
+        assert _size() == size + 3  # the prediction, the review and the revocation: refusals wrote nothing
+    outputs.extend(p.read_text() for p in Path(".").glob("serve-*.log"))
+
+    denied = entries("access.denied")
+    counts: dict[str, int] = {}
+    for e in denied:
+        for reason, n in e["payload"]["counts"].items():  # type: ignore[index]
+            counts[reason] = counts.get(reason, 0) + n
+    assert counts == {"missing": 1, "invalid": 1, "expired": 1, "scope": 2, "revoked": 1}
+
+    # Reads of sealed inputs are logged with who read what.
+    outputs.append(run("--as", "ids/aud.pem", "inputs", str(seq)))
+    read = entries("access.read")[-1]
+    payload = dict(read["payload"])  # type: ignore[call-overload]
+    assert payload.pop("actor_signature")["signature"]  # signed by the reader
+    assert (read["actor"], payload) == ("aud", {"what": "inputs", "target": f"prediction:{seq}", "detail": None})
+    # Once access-controlled, a service identity may not read inputs; an auditor may export.
+    outputs.append(run("--as", ADMIN, "access", "enable", "--reason", "go live"))
+    refused = run("--as", "ids/svc.pem", "inputs", str(seq), code=2)
+    assert "needs the role auditor, dpo, model-risk or validator" in refused
+    outputs.append(refused)
+    outputs.append(run("--as", "ids/aud.pem", "export", "-o", "bundle.zip"))
+    assert entries("access.read")[-1]["payload"]["what"] == "bundle"  # type: ignore[index]
+    outputs.append(run("audit"))
+
+    _no_secret_in(outputs, [predict, review, expired])
+
+
+def _size() -> int:
+    with Ledger.open(".mlledger") as led:
+        return led.head_size()
+
+
+def _entry(seq: int) -> dict[str, object]:
+    with Ledger.open(".mlledger") as led:
+        return led.get(seq).data
+
+
+def _token_seq(token: str) -> str:
+    import hashlib
+
+    digest = hashlib.sha256(token.encode()).hexdigest()
+    return next(str(e["seq"]) for e in entries("token.issued") if e["payload"]["token_sha256"] == digest)  # type: ignore[index]
+
+
+def _no_secret_in(outputs: list[str], tokens: list[str]) -> None:
+    """No token (beyond its one-time print), passphrase, private key or subject key in any output."""
+    text = "\n".join(outputs)
+    secrets = [*tokens, PASSPHRASE]
+    for pem in [*Path("ids").glob("*.pem"), Path(ADMIN), *Path("keys").glob("*.pem")]:
+        body = [line for line in pem.read_text().splitlines() if line and not line.startswith("-----")]
+        secrets.extend(body)
+    db = sqlite3.connect(".mlledger/ledger.db") if Path(".mlledger/ledger.db").exists() else None
+    if db is not None:
+        cols = [r[1] for r in db.execute("PRAGMA table_info(subject_keys)")]
+        if "secret" in cols:
+            for (secret,) in db.execute("SELECT secret FROM subject_keys WHERE secret IS NOT NULL"):
+                raw = bytes(secret)
+                secrets.extend([raw.hex(), base64.b64encode(raw).decode()])
+    assert len(secrets) > 10
+    leaked = [s[:8] + "..." for s in secrets if s in text]
+    assert not leaked, f"secrets in the output: {leaked}"
+    assert json.dumps(text)  # the outputs were captured
