@@ -3,7 +3,8 @@
 Drift injected into the prediction stream alerts within one window; late labels update the window's
 accuracy; the loop retrains, gates, promotes and deploys, and a real server then serves the new
 version; a denied retrain leaves the incumbent serving and opens an incident; a kill -9 at any step
-and a re-run complete the loop exactly once on a ledger that verifies.
+and a re-run complete the loop exactly once on a ledger that verifies. The ``world`` fixture is in
+``tests/integration/conftest.py``.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import pandas as pd
 import pytest
 
 from ledger.api import Ledger
-from tests.integration.serving_world import ENV_CLEAR, build, cli_command, copy_world, head_size, run, server
+from tests.integration.serving_world import ENV_CLEAR, cli_command, head_size, run, server
 from tests.integration.test_evidence_cli import applicants
 
 pytestmark = pytest.mark.slow
@@ -50,23 +51,6 @@ APPROVAL = """  - id: approval.model-risk
     role: model-risk
     meaning: approval
     exclude_trainer: true"""
-
-
-@pytest.fixture(scope="module")
-def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("monitor-template")
-    build(path)
-    return path
-
-
-@pytest.fixture
-def world(template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    copy_world(template, tmp_path)
-    monkeypatch.chdir(tmp_path)
-    for var in ENV_CLEAR:
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("MLLEDGER_ACTOR", "dev@example.com")
-    return tmp_path
 
 
 def publish(rules: str) -> None:
