@@ -32,7 +32,7 @@ rules:
 monitor:
   window: 200
   prediction_psi: 0.2
-  accuracy_min: 0.75
+  accuracy_min: 0.6
   min_labels: 30
 retrain:
   id: drift-retrain
@@ -84,13 +84,13 @@ def deployed_model() -> str:
 
 
 def drifted_world(rules: str) -> None:
-    """A normal window, then a drifted one; monitored (alerts recorded); the drifted window labelled."""
+    """A normal window, then a drifted one, labelled; monitored (alerts recorded)."""
     publish(rules)
     score("normal", 11, 0.0)
     truth = score("drift", 12, 2.0)
-    run("monitor", "--model", "credit", code=1)
     truth[["seq", "label", "sex"]].to_csv("labels.csv", index=False)
     run("labels", "ingest", "labels.csv", "--group", "sex")
+    run("monitor", "--model", "credit", code=1)
 
 
 def test_injected_drift_alerts_within_one_window(world: Path) -> None:
@@ -184,12 +184,15 @@ def test_loop_stops_at_needs_approval_then_finishes(world: Path) -> None:
 
 
 def test_denied_retrain_keeps_the_incumbent_and_opens_an_incident(world: Path) -> None:
-    drifted_world(UNREACHABLE)
-    out = run("loop", "run", "--model", "credit")
+    publish(UNREACHABLE)
+    score("normal", 11, 0.0)
+    score("drift", 12, 2.0)
+    out = run("monitor", "--model", "credit", "--retrain", code=1)  # the monitor runs the loop on its alerts
     assert "denied by the gate" in out and "credit@1 keeps serving" in out
     assert deployed_model() == "credit@1" and not [p for p in of_kind("model.promoted") if p["model"] == "credit@2"]
     (inc,) = of_kind("incident.opened")
-    assert inc["model"] == "credit@2" and inc["trigger_seq"] is not None
+    assert inc["model"] == "credit@2" and inc["trigger_seq"] is not None and inc["report_due"] is None
+    assert "failed-gate" in run("loop", "status")
     run("loop", "run", "--model", "credit")  # nothing more: the loop is finished
     assert len(of_kind("incident.opened")) == 1 and len(of_kind("retrain.triggered")) == 1
 
@@ -248,3 +251,41 @@ def test_server_monitors_in_the_background_and_alerts_on_drift(world: Path) -> N
     assert len(windows) == 2 and windows[1]["input_drift"]["computed"] is True
     assert {a["kind"] for a in of_kind("monitor.alert")} >= {"prediction-drift"}
     assert all(a["window_last_seq"] == windows[1]["last_seq"] for a in of_kind("monitor.alert"))
+
+
+def test_latency_and_fairness_thresholds_alert(world: Path) -> None:
+    Path("strict.yaml").write_text((MONITORED % AUTO).replace("  min_labels: 30\n", "  min_labels: 30\n"
+                                   "  latency_p99_ms: 0.000001\n  selection_ratio_min: 0.999\n"))
+    run("policy", "publish", "strict.yaml", "--stage", "production")
+    truth = score("normal", 11, 0.0)
+    truth[["seq", "label", "sex"]].to_csv("labels.csv", index=False)
+    run("labels", "ingest", "labels.csv", "--group", "sex")
+    run("monitor", "--model", "credit", code=1)
+    alerts = {str(a["kind"]): a for a in of_kind("monitor.alert")}
+    assert set(alerts) == {"latency", "fairness"}
+    assert alerts["latency"]["statistic"] == "latency_p99_ms"
+    window = of_kind("monitor.window")[0]
+    assert alerts["fairness"]["value"] == window["labels"]["min_selection_ratio"]["sex"] < 0.999
+
+
+def test_monitor_posts_signed_alerts_and_reports_a_failing_webhook(world: Path, monkeypatch: pytest.MonkeyPatch
+                                                                   ) -> None:
+    from tests.unit.backends.test_monitor_notify import SECRET, Receiver
+
+    publish(AUTO)
+    score("normal", 11, 0.0)
+    score("drift", 12, 2.0)
+    size = head_size()
+    assert "needs the signing secret" in run("monitor", "--model", "credit", "--webhook", "http://127.0.0.1:9/",
+                                             code=2)
+    assert head_size() == size  # a bad notification setting is refused before anything is recorded
+    monkeypatch.setenv("MLLEDGER_WEBHOOK_SECRET", SECRET)
+    receiver = Receiver([500] * 10)
+    receiver.thread.start()
+    try:
+        out = run("monitor", "--model", "credit", "--webhook", receiver.url, "--webhook-attempts", "2", code=2)
+    finally:
+        receiver.server.shutdown()
+        receiver.server.server_close()
+    assert "alert notification(s) failed (the alerts are recorded)" in out and "failed after 2 attempts" in out
+    assert len(of_kind("monitor.alert")) == 2 and len(receiver.requests) == 4
