@@ -271,7 +271,9 @@ def doctor(obj: Context, max_age: int, fmt: str) -> None:
     problems = _key_file_problems(obj.home / "keys")
     if obj.identity_path is not None:
         problems += _key_file_problems(obj.identity_path)
-    with obj.open() as ledger:
+    from ledger.api import Ledger
+
+    with Ledger.open(obj.location) as ledger:  # not as the --as identity: its key may be the problem
         problems += _ledger_problems(ledger, max_age)
     if fmt == "json":
         echo_json({"problems": problems})

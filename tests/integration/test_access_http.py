@@ -100,7 +100,9 @@ def test_http_tokens_scopes_actor_denied_counts_and_no_secret_in_any_output(
         time.sleep(1.5)  # the server re-reads the token table as the ledger grows
         assert post("/v1/reviews", {"prediction_seq": seq, "outcome": "confirmed", "reason": "again"},
                     review).status_code == 401
-        assert _size() == size + 3  # the prediction, the review and the revocation: refusals wrote nothing
+        with Ledger.open(".mlledger") as led:  # refusals wrote nothing (but a count when a minute ends)
+            written = [e.kind for e in led.iter(start=size) if e.kind != "access.denied"]
+        assert written == ["prediction.made", "human.reviewed", "token.revoked"]
     outputs.extend(p.read_text() for p in Path(".").glob("serve-*.log"))
 
     denied = entries("access.denied")
@@ -163,3 +165,39 @@ def _no_secret_in(outputs: list[str], tokens: list[str]) -> None:
     leaked = [s[:8] + "..." for s in secrets if s in text]
     assert not leaked, f"secrets in the output: {leaked}"
     assert json.dumps(text)  # the outputs were captured
+
+
+def test_cli_actions_as_identities_in_an_access_controlled_ledger(world: Path) -> None:
+    """train, approve, promote and deploy each signed by an entitled identity; a service identity is
+    refused naming the role; the audit is clean."""
+    from tests.integration.serving_world import SPEC, head_size
+
+    for name, role in (("dana", "deployer"), ("dev", "model-developer"), ("svc", "service")):
+        run("identity", "keygen", name, "-o", "ids")
+        run("--as", ADMIN, "identity", "register", name, "--role", role, "--public-key", f"ids/{name}.pub")
+    run("--as", ADMIN, "access", "enable", "--reason", "go live")
+    Path("spec.yaml").write_text(SPEC % 5)
+    ref = run("--as", "ids/dev.pem", "train", "spec.yaml").split()[1]
+    run("gate", "--model", ref, "--stage", "production", code=3)
+    run("approve", "--decision", str(head_size() - 1), "--key", "keys/risk.pem", "--as", "risk@example.com")
+    size = head_size()
+    refused = run("--as", "ids/svc.pem", "promote", ref, "--to", "production", code=2)
+    assert "model.promoted refused: svc holds service; model.promoted needs the role deployer" in refused
+    assert head_size() == size
+    assert "forged" not in run("promote", ref, "--to", "production", code=2)  # no identity: refused too
+    run("--as", "ids/dana.pem", "promote", ref, "--to", "production")
+    actors = {kind: entries(kind)[-1]["actor"] for kind in ("model.trained", "model.promoted", "model.deployed")}
+    assert actors == {"model.trained": "dev", "model.promoted": "dana", "model.deployed": "dana"}
+    assert "audit: 0 violation(s)" in run("audit")
+
+
+def test_doctor_reports_unsafe_and_unencrypted_keys_and_key_files_readable_by_others_are_refused(
+        world: Path) -> None:
+    run("identity", "keygen", "eve", "-o", "ids")
+    Path("ids/eve.pem").chmod(0o644)
+    out = run("--as", "ids/eve.pem", "doctor", code=1)
+    assert "ids/eve.pem is readable or writable by group or others (mode 0644)" in out
+    assert ".mlledger/keys/log.pem is not encrypted" in out
+    assert "the ledger is not access-controlled" in out
+    refused = run("--as", "ids/eve.pem", "access", "status", code=2)
+    assert "refusing to use it: run 'chmod 600 ids/eve.pem'" in refused
