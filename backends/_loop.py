@@ -386,6 +386,26 @@ def _deploy(ws: Workspace, st: LoopState, home: Path, actor: str) -> None:
     _crash("after", "deploy")
 
 
+def _pointer(ws: Workspace, st: LoopState, home: Path) -> None:
+    """The serving pointer names the loop's deployment while it is current (a kill -9 between the
+    ``model.deployed`` append and the pointer write left the old one)."""
+    from backends._workflow import serving_pointer
+    from backends.kinds import current_deployment
+    from ledger._fsutil import atomic_write
+
+    with ws.ledger.view() as view:
+        dep = current_deployment(view, st.model, st.stage)
+    if dep is None or dep.seq != st.deployed:
+        return
+    path = serving_pointer(home, st.stage)
+    want = orjson.dumps({"model": dep.payload["model"], "artifact_sha256": dep.payload["artifact_sha256"],
+                         "stage": st.stage, "backend": dep.payload["backend"], "deployed_seq": dep.seq},
+                        option=orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2)
+    if not path.exists() or path.read_bytes() != want:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, want)
+
+
 def run_loop(ws: Workspace, trigger_seq: int, *, home: Path, actor: str = ACTOR) -> LoopState:
     """Run loop ``trigger_seq`` as far as it can go now; each step first checks the ledger for itself.
 
@@ -397,7 +417,10 @@ def run_loop(ws: Workspace, trigger_seq: int, *, home: Path, actor: str = ACTOR)
             if t is None or t.kind != "retrain.triggered":
                 raise InputError(f"seq {trigger_seq} is not a retrain.triggered entry")
             st = _state(view, t)
-        if st.status in ("completed", "failed-gate"):
+        if st.status == "completed":
+            _pointer(ws, st, home)
+            return st
+        if st.status == "failed-gate":
             return st
         step = st.step
         if step == "data":

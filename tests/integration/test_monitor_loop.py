@@ -232,7 +232,9 @@ def test_kill_9_at_each_step_then_rerun_completes_exactly_once(world: Path, chai
     assert counts == {"retrain.triggered": 1, "dataset.registered": 1, "model.trained": 1, "evidence.recorded": 1,
                       "gate.evaluated": 1, "model.promoted": 1, "model.deployed": 1}
     assert deployed_model() == "credit@2"
+    assert '"model": "credit@2"' in Path(".mlledger/serving/production.json").read_text()
     assert "ok:" in run("verify")
+    assert "0 violation(s)" in run("audit")
 
 
 def test_server_monitors_in_the_background_and_alerts_on_drift(world: Path) -> None:
