@@ -291,3 +291,23 @@ def test_monitor_posts_signed_alerts_and_reports_a_failing_webhook(world: Path, 
         receiver.server.server_close()
     assert "alert notification(s) failed (the alerts are recorded)" in out and "failed after 2 attempts" in out
     assert len(of_kind("monitor.alert")) == 2 and len(receiver.requests) == 4
+
+
+def test_labels_match_decisions_by_request_id(world: Path) -> None:
+    from backends.serving import Scorer, resolve
+    from ledger.privacy import SubjectKeys
+    from policies._workspace import Workspace
+
+    with Ledger.open(".mlledger") as led:
+        ws = Workspace(led, Path(".mlledger"))
+        scorer = Scorer(ws, SubjectKeys(led), resolve(ws, "credit", "production"), actor="service:test")
+        (d,) = scorer.score([{"income": 50.0, "age": 40, "debt": 9.0}], request_id="req-7")
+    assert d.receipt is not None
+    Path("by-id.csv").write_text(f"request_id,label\nreq-7,{1 - int(d.label)}\n")
+    run("labels", "ingest", "by-id.csv")
+    (lab,) = of_kind("label.received")
+    assert lab["prediction_seq"] == d.receipt.seq and lab["label"] == 1 - int(d.label)
+    Path("unknown-id.csv").write_text("request_id,label\nreq-8,1\n")
+    assert "no recorded decision has request_id 'req-8'" in run("labels", "ingest", "unknown-id.csv", code=2)
+    Path("contradicts.csv").write_text(f"request_id,label\nreq-7,{d.label}\n")
+    assert "already has label" in run("labels", "ingest", "contradicts.csv", code=2)
