@@ -102,6 +102,7 @@ class Monitor:
         self.window = window or self.settings.window
         self.keys = keys if keys is not None else SubjectKeys(ws.ledger)
         self._refs: dict[str, _Reference] = {}
+        self._label_index: tuple[list[int], list[Entry]] | None = None
 
     # -- reading the ledger -----------------------------------------------------------------
 
@@ -127,8 +128,14 @@ class Monitor:
         return out
 
     def _labels(self, first: int, last: int) -> list[Entry]:
-        return [e for e in self.ws.ledger.iter(kind="label.received")
-                if first <= e.payload["prediction_seq"] <= last]
+        """The ``label.received`` entries of decisions ``first``..``last`` (read once per run, by decision)."""
+        import bisect
+
+        if self._label_index is None:
+            pairs = sorted((e.payload["prediction_seq"], e.seq, e) for e in self.ws.ledger.iter(kind="label.received"))
+            self._label_index = ([p[0] for p in pairs], [p[2] for p in pairs])
+        keys, entries = self._label_index
+        return sorted(entries[bisect.bisect_left(keys, first):bisect.bisect_right(keys, last)], key=lambda e: e.seq)
 
     # -- the reference ------------------------------------------------------------------------
 
@@ -311,6 +318,7 @@ class Monitor:
     def run(self, *, max_windows: int | None = None) -> MonitorRun:
         """Record every full new window, then update earlier windows whose labels arrived late."""
         out = MonitorRun()
+        self._label_index = None  # labels may have arrived since the last run
         recorded = self.windows()
         last = max((e.payload["last_seq"] for e in recorded), default=-1)
         pending = self.pending(last)
