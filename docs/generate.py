@@ -68,6 +68,8 @@ def _default(prop: dict[str, Any]) -> str:
 
 def _fields(model: Any, skip: frozenset[str] = frozenset()) -> list[str]:
     schema = model.model_json_schema(mode="serialization")
+    if "properties" not in schema:  # a wrap serializer (one that omits an absent signature) hides them
+        schema = model.model_json_schema(mode="validation")
     defs = schema.get("$defs", {})
     required = set(schema.get("required", []))
     rows = ["| field | type | req | default |", "|---|---|---|---|"]

@@ -2,7 +2,8 @@
 
 401 for a missing, expired or revoked token, 403 for the wrong scope, 200 for the right one with
 the token's identity as the entry's actor; refusals are counted in access.denied; reads of
-sealed inputs and exports are logged; and no secret appears in any output or log.
+sealed inputs and exports are logged; and no secret appears in any output or log. The deployed
+world comes from the ``template`` and ``world`` fixtures of tests/integration/conftest.py.
 """
 
 from __future__ import annotations
@@ -19,30 +20,13 @@ import pytest
 import backends.kinds  # noqa: F401
 import policies.kinds  # noqa: F401
 from ledger.api import Ledger
-from tests.integration.serving_world import ENV_CLEAR, build, copy_world, run, server
+from tests.integration.serving_world import run, server
 
 pytestmark = pytest.mark.slow
 
 RECORD = {"income": 52.5, "age": 41, "debt": 7.25}
 PASSPHRASE = "correct horse battery staple 4711"
 ADMIN = ".mlledger/keys/log.pem"  # the genesis admin: the ledger key's owner
-
-
-@pytest.fixture(scope="module")
-def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("access-template")
-    build(path)
-    return path
-
-
-@pytest.fixture
-def world(template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    copy_world(template, tmp_path)
-    monkeypatch.chdir(tmp_path)
-    for var in ENV_CLEAR:
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("MLLEDGER_ACTOR", "dev@example.com")
-    return tmp_path
 
 
 def entries(kind: str) -> list[dict[str, object]]:
