@@ -10,7 +10,9 @@ takes effect within ``REFRESH_S``.
    the endpoint's scope gets 403. The body never says which (no detail that leaks).
 3. A refusal writes nothing but a count: one ``access.denied`` entry per window (and per
    worker) with the counts by reason and endpoint, written when the window closes.
-4. The token's identity is the actor of the entries the request writes.
+4. The token's identity is the actor of the entries the request writes. A scope counts only while
+   that identity holds a role for it (``policies._access.SCOPE_ROLES``): revoking the role revokes
+   the scope of every token of the identity.
 
 Authentication is on when ``mode`` is ``required``, or ``auto`` and the ledger has issued a
 token or is access-controlled; ``unsafe-off`` turns it off (logged loudly).
@@ -41,6 +43,7 @@ AuthMode = Literal["auto", "required", "unsafe-off"]
 REFRESH_S = 0.5
 _UNAUTHORIZED = HTTPException(401, "unauthorized", headers={"WWW-Authenticate": "Bearer"})
 _FORBIDDEN = HTTPException(403, "forbidden")
+_Token = tuple[str, frozenset[str], int]  # identity, scopes, expiry (unix microseconds)
 
 
 class TokenAuth:
@@ -51,7 +54,7 @@ class TokenAuth:
         self._lock = threading.Lock()
         self._size = -1
         self._checked = 0.0
-        self._tokens: dict[str, tuple[str, frozenset[str], int]] = {}  # sha256 -> identity, scopes, expiry
+        self._tokens: dict[str, _Token] = {}  # sha256 -> identity, scopes, expiry
         self._revoked: set[str] = set()
         self.enabled = mode == "required"
         self._window: int | None = None  # start (unix seconds) of the window being counted
@@ -71,16 +74,28 @@ class TokenAuth:
         size = self.ledger.head_size()
         if size == self._size:
             return
-        tokens: dict[str, tuple[str, frozenset[str], int]] = {}
+        tokens: dict[str, _Token] = {}
         for e in self.ledger.iter(kind=["token.issued"]):
             p = e.payload
             tokens[p["token_sha256"]] = (p["identity"], frozenset(p["scopes"]), parse_ts(p["expires_at"]))
         revoked = {e.payload["token_sha256"] for e in self.ledger.iter(kind=["token.revoked"])}
+        if tokens:
+            tokens = self._entitled(tokens)
         controlled = any(True for _ in self.ledger.iter(kind=["access.enabled"], limit=1))
         with self._lock:
             self._tokens, self._revoked, self._size = tokens, revoked, size
             if self.mode == "auto":
                 self.enabled = bool(tokens) or controlled
+
+    def _entitled(self, tokens: dict[str, _Token]) -> dict[str, _Token]:
+        """Each token keeps only the scopes its identity still holds a role for (a revoked role counts now)."""
+        from policies._access import SCOPE_ROLES
+        from policies._governance import identities
+
+        with self.ledger.view() as view:
+            held = {name: ident.roles for name, ident in identities(view).items()}
+        return {digest: (who, frozenset(s for s in scopes if held.get(who, frozenset()) & SCOPE_ROLES[s]), exp)
+                for digest, (who, scopes, exp) in tokens.items()}
 
     def identify(self, authorization: str | None, scope: str, endpoint: str) -> str | None:
         """The token's identity; None when authentication is off. Raises 401 or 403."""

@@ -84,9 +84,12 @@ def test_http_tokens_scopes_actor_denied_counts_and_no_secret_in_any_output(
         time.sleep(1.5)  # the server re-reads the token table as the ledger grows
         assert post("/v1/reviews", {"prediction_seq": seq, "outcome": "confirmed", "reason": "again"},
                     review).status_code == 401
+        outputs.append(run("--as", ADMIN, "role", "revoke", "svc", "service", "--reason", "decommissioned"))
+        time.sleep(1.5)  # a revoked role takes the scopes it gave from every token of the identity
+        assert post("/v1/predict", {"record": RECORD}, predict).status_code == 403
         with Ledger.open(".mlledger") as led:  # refusals wrote nothing (but a count when a minute ends)
             written = [e.kind for e in led.iter(start=size) if e.kind != "access.denied"]
-        assert written == ["prediction.made", "human.reviewed", "token.revoked"]
+        assert written == ["prediction.made", "human.reviewed", "token.revoked", "role.revoked"]
     outputs.extend(p.read_text() for p in Path(".").glob("serve-*.log"))
 
     denied = entries("access.denied")
@@ -94,7 +97,7 @@ def test_http_tokens_scopes_actor_denied_counts_and_no_secret_in_any_output(
     for e in denied:
         for reason, n in e["payload"]["counts"].items():  # type: ignore[index]
             counts[reason] = counts.get(reason, 0) + n
-    assert counts == {"missing": 1, "invalid": 1, "expired": 1, "scope": 2, "revoked": 1}
+    assert counts == {"missing": 1, "invalid": 1, "expired": 1, "scope": 3, "revoked": 1}
 
     # Reads of sealed inputs are logged with who read what.
     outputs.append(run("--as", "ids/aud.pem", "inputs", str(seq)))
