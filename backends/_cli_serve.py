@@ -162,29 +162,45 @@ def predict(obj: Context, model: str, source: Path, output: Path, subject_column
 @click.argument("records", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--row", required=True, type=click.IntRange(min=0))
 @click.option("--verify", "entry_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Instead: check a proof (read from RECORDS) against the batch entry's stored bytes, offline.")
-@click.pass_obj
+              help="Instead: check a row proof (read from RECORDS) against the batch entry's stored bytes, offline.")
+@click.option("--entry-proof", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="With --verify: the batch entry's .tlog-proof ('mlledger prove SEQ').")
+@click.option("--trust", "trust_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="With --verify: the log's .vkey.")
 @handle_errors
-def batch_proof(obj: Context, records: Path, row: int, entry_file: Path | None) -> None:
+def batch_proof(records: Path, row: int, entry_file: Path | None, entry_proof: Path | None,
+                trust_file: Path | None) -> None:
     """Prove one row of a batch scored with --batch-commitment (JSON), or --verify such a proof.
 
-    The proof ties the row's record to the Merkle root in the prediction.batch entry; prove
-    that entry in the ledger with 'mlledger prove SEQ'.
+    \b
+    mlledger batch-proof scored.csv.records.jsonl --row 17 > row17.json
+    mlledger prove SEQ --entry-out batch.entry -o batch.tlog-proof     # the prediction.batch entry
+    mlledger batch-proof row17.json --row 17 --verify batch.entry --entry-proof batch.tlog-proof --trust log.vkey
+
+    Verifying checks both links: the row's record is a leaf of the batch's Merkle root, and the
+    entry holding that root is in the log under a checkpoint signed by the trusted key.
     """
     from backends._batch import row_proof, verify_row_proof
+    from ledger import keys
+    from ledger.note import verify_entry_proof
 
-    if entry_file is not None:
-        try:
-            proof = json.loads(records.read_bytes())
-        except ValueError as exc:
-            raise InputError(f"{records}: not a JSON row proof ({exc})") from None
-        if proof.get("row") != row:
-            raise InputError(f"{records} proves row {proof.get('row')}, not row {row}")
-        record = verify_row_proof(proof, entry_file.read_bytes().rstrip(b"\n"))
-        click.echo(f"ok: row {row} is in the batch (label {record['label']!r}, "
-                   f"commitment {record['input_commitment'][:16]}…)")
+    if entry_file is None:
+        echo_json(row_proof(records, row))
         return
-    echo_json(row_proof(records, row))
+    if entry_proof is None or trust_file is None:
+        raise InputError("--verify needs --entry-proof (the batch entry's .tlog-proof) and --trust (the log's "
+                         ".vkey): a row proof alone does not show the batch entry is in the log")
+    try:
+        proof = json.loads(records.read_bytes())
+    except ValueError as exc:
+        raise InputError(f"{records}: not a JSON row proof ({exc})") from None
+    if not isinstance(proof, dict) or proof.get("row") != row:
+        raise InputError(f"{records} does not prove row {row}")
+    entry = entry_file.read_bytes().rstrip(b"\n")
+    seq, cp = verify_entry_proof(entry_proof.read_bytes(), entry, keys.load_verifier(trust_file))
+    record = verify_row_proof(proof, entry)
+    click.echo(f"ok: row {row} is in the batch at seq {seq} of {cp.origin} (size {cp.size}; label "
+               f"{record['label']!r}, commitment {record['input_commitment'][:16]}…)")
 
 
 @click.command()
@@ -213,7 +229,10 @@ def review(obj: Context, seq: int, outcome: str, label: str | None, reason: str,
             payload = HumanReviewed(prediction_seq=seq, outcome=outcome, label=value, reason=reason)  # type: ignore[arg-type]
         except ValueError as exc:
             raise InputError(f"--label {label!r}: give a number, true/false or a string ({exc})") from None
-        receipt = ledger.append(Event(payload, actor=_actor(actor), subject=f"prediction:{seq}"))
+        from policies._access import KIND_ROLES, require_role
+
+        who = require_role(ledger, KIND_ROLES["approval.signed"], "human.reviewed") or _actor(actor)
+        receipt = ledger.append(Event(payload, actor=who, subject=f"prediction:{seq}"))
     if fmt == "json":
         echo_json({"seq": receipt.seq, "prediction_seq": seq, "outcome": outcome})
     else:

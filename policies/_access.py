@@ -231,3 +231,26 @@ def audit_access(view: LedgerView, finding: Any) -> list[Any]:
         out.append(finding(0, "notice", f"{unsigned} governance action(s) are not signed by their actor{since}: "
                                         "their actor names are not authenticated"))
     return out
+
+
+def require_role(ledger: Any, roles: frozenset[str], action: str) -> str | None:
+    """For a CLI action the guard does not see (its entry is written by the server too, e.g. a review):
+    in an access-controlled ledger, the acting identity must hold one of ``roles``. Returns the
+    acting identity's name (the actor to record), if any."""
+    from policies._governance import identities
+
+    with ledger.view() as view:
+        enabled = access_enabled_seq(view)
+        held = identities(view)
+    name: str | None = ledger.acting_as
+    if enabled is None:
+        return name
+    if name is None:
+        raise InputError(f"{action} refused: this ledger is access-controlled (since seq {enabled}); act as a "
+                         "registered identity with --as KEYFILE or MLLEDGER_IDENTITY")
+    ident = held.get(name)
+    have = ident.roles if ident is not None else frozenset()
+    if not have & roles:
+        raise InputError(f"{action} refused: {name} holds {', '.join(sorted(have)) or 'no role'}; {action} needs "
+                         f"the role {_describe_roles(roles)}")
+    return name

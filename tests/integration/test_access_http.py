@@ -176,6 +176,8 @@ def test_cli_actions_as_identities_in_an_access_controlled_ledger(world: Path) -
     actors = {kind: entries(kind)[-1]["actor"] for kind in ("model.trained", "model.promoted", "model.deployed")}
     assert actors == {"model.trained": "dev", "model.promoted": "dana", "model.deployed": "dana"}
     assert "audit: 0 violation(s)" in run("audit")
+    refused = run("--as", "ids/svc.pem", "review", "1", "--outcome", "confirmed", "--reason", "ok", code=2)
+    assert "human.reviewed refused: svc holds service; human.reviewed needs the role model-risk or validator" in refused
 
 
 def test_doctor_reports_unsafe_and_unencrypted_keys_and_key_files_readable_by_others_are_refused(
