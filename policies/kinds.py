@@ -71,7 +71,7 @@ class DatasetValidated(SignedAction):
 
 
 @register("model.registered")
-class ModelRegistered(Payload):
+class ModelRegistered(SignedAction):
     """A model version by artifact hash; the artifact is in the content-addressed store.
 
     An external model (``external: true``: a vendor's model mlledger did not train and does
@@ -118,11 +118,13 @@ class ModelRegistered(Payload):
         if not self.external:  # models we train keep their pre-external bytes
             for key in ("external", "vendor", "description"):
                 data.pop(key, None)
+        if self.actor_signature is None:  # and unsigned ones their pre-issue-12 bytes
+            data.pop("actor_signature", None)
         return data
 
 
 @register("doc.attached")
-class DocAttached(Payload):
+class DocAttached(SignedAction):
     """A document (e.g. a model card), stored content-addressed, optionally about a model version."""
 
     sha256: Sha256Hex
@@ -135,7 +137,7 @@ class DocAttached(Payload):
 
 
 @register("evidence.recorded")
-class EvidenceRecorded(Payload):
+class EvidenceRecorded(SignedAction):
     """One evaluator's result, bound to a model artifact and a dataset by hash.
 
     ``values`` are the headline numbers a gate reads; the full result (every
@@ -161,6 +163,8 @@ class EvidenceRecorded(Payload):
         data: dict[str, Any] = handler(self)
         if self.model is None:  # evidence bound by artifact hash alone keeps its earlier bytes
             data.pop("model", None)
+        if self.actor_signature is None:  # and unsigned evidence its pre-issue-12 bytes
+            data.pop("actor_signature", None)
         return data
 
 

@@ -15,8 +15,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-import backends.kinds
-import policies.kinds  # noqa: F401  (the guard and the access kinds)
+import backends.kinds  # model.deployed
+import policies.kinds  # the guard and the access kinds
 from ledger import events, keys
 from ledger.actions import sign_event
 from ledger.api import Ledger
@@ -39,6 +39,14 @@ DOCUMENTED: dict[str, set[str]] = {
     "token.issued": {"admin"},
     "policy.published": {"admin", "model-risk"},
     "dataset.registered": {"data-steward"},
+    "dataset.validated": {"data-steward"},
+    "model.trained": {"model-developer"},
+    "model.registered": {"model-developer"},
+    "evidence.recorded": {"model-developer"},
+    "doc.attached": {"model-developer"},
+    "model.undeployed": {"deployer"},
+    "key.added": {"admin"},
+    "access.enabled": {"admin"},
     "model.promoted": {"deployer"},
     "model.deployed": {"deployer"},
     "subject.erased": {"dpo"},
@@ -115,6 +123,8 @@ ACTIONS: dict[str, Callable[[], tuple[Payload, str | None]]] = {
     "dataset.registered": lambda: (DatasetRegistered(
         name="d", sha256=SHA, format="csv", size_bytes=1, rows=1, role="train", source="s",
         columns=[ColumnSummary(name="a", dtype="int64", nullable=False)]), None),
+    "doc.attached": lambda: (policies.kinds.DocAttached(sha256=SHA, title="Model card", size_bytes=1, source="card.md"),
+                             None),
     "model.promoted": lambda: (ModelPromoted(model="m@1", artifact_sha256=SHA, stage="production", gate_seq=0),
                                "model:m@1"),
     "model.deployed": lambda: (backends.kinds.ModelDeployed(model="m@1", artifact_sha256=SHA, stage="production",
