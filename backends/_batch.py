@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,10 +28,10 @@ from typing import Any
 import orjson
 
 from backends.kinds import PredictionBatch, PredictionMade
-from backends.serving import Scorer
+from backends.serving import Scorer, recorded_score
 from ledger import merkle
 from ledger.canonical import encode
-from ledger.errors import InputError, IntegrityError
+from ledger.errors import InputError, IntegrityError, MlledgerError
 from ledger.events import Event
 
 __all__ = ["BatchResult", "predict_file", "row_proof", "verify_row_proof"]
@@ -58,12 +58,14 @@ def _fmt(path: Path, what: str) -> str:
     return fmt
 
 
-def _chunks(path: Path, rows: int) -> Iterator[Any]:
+def _chunks(path: Path, rows: int, text: Sequence[str] = ()) -> Iterator[Any]:
+    """The file in chunks; ``text`` columns (subject ids, string features) are read as text, never
+    parsed as numbers (so an id '00123' stays '00123')."""
     import pandas as pd  # type: ignore[import-untyped]
 
     if _fmt(path, "input") == "csv":
         try:
-            yield from pd.read_csv(path, chunksize=rows)
+            yield from pd.read_csv(path, chunksize=rows, dtype=dict.fromkeys(text, str))
         except (pd.errors.ParserError, UnicodeDecodeError) as exc:
             raise InputError(f"{path}: not a readable CSV file ({exc})") from None
         except pd.errors.EmptyDataError:
@@ -76,7 +78,11 @@ def _chunks(path: Path, rows: int) -> Iterator[Any]:
         except Exception as exc:  # pyarrow raises several types for a bad file
             raise InputError(f"{path}: not a readable Parquet file ({exc})") from None
         for batch in pf.iter_batches(batch_size=rows):
-            yield batch.to_pandas()
+            frame = batch.to_pandas()
+            for col in text:
+                if col in frame.columns:
+                    frame[col] = frame[col].map(lambda v: v if v is None or isinstance(v, str) else str(v))
+            yield frame
 
 
 def _validate(frame: Any, columns: dict[str, str], path: Path, offset: int, csv: bool,
@@ -131,8 +137,11 @@ def predict_file(scorer: Scorer, source: Path, output: Path, *, subject_column: 
     if output.resolve() == source.resolve():
         raise InputError("the output must not overwrite the input")
     columns = scorer.deployed.columns
+    if scorer.seal and not subject_column:
+        raise InputError("--store-inputs needs --subject-column: stored inputs must be erasable per data subject")
+    text = [c for c, kind in columns.items() if kind == "string"] + ([subject_column] if subject_column else [])
     total = 0
-    for frame in _chunks(source, chunk_rows):  # pass 1
+    for frame in _chunks(source, chunk_rows, text):  # pass 1
         _validate(frame, columns, source, total, csv, subject_column)
         total += len(frame)
     if total == 0:
@@ -143,6 +152,7 @@ def predict_file(scorer: Scorer, source: Path, output: Path, *, subject_column: 
     tmp_rec = records_path.with_name(f".{records_path.name}.{os.getpid()}.tmp") if records_path else None
     parts: list[Any] = []
     leaves: list[bytes] = []
+    to_seal: list[Any] = []
     first_seq: int | None = None
     entries = 0
     rec_fh = tmp_rec.open("wb") if tmp_rec else None
@@ -162,7 +172,7 @@ def predict_file(scorer: Scorer, source: Path, output: Path, *, subject_column: 
 
     try:
         done = 0
-        for frame in _chunks(source, chunk_rows):  # pass 2
+        for frame in _chunks(source, chunk_rows, text):  # pass 2
             records = _records(frame, columns)
             subjects = [str(s) for s in frame[subject_column]] if subject_column else None
             t0 = time.perf_counter()
@@ -177,20 +187,23 @@ def predict_file(scorer: Scorer, source: Path, output: Path, *, subject_column: 
             if rec_fh is not None:
                 for i, row in enumerate(rows):
                     line = encode({"input_commitment": part["input_commitment"][i], "key_id": keys[i].key_id,
-                                   "label": labels[i], "row": row, "score": scores[i]})
+                                   "label": labels[i], "row": row, "score": recorded_score(scores[i])})
                     leaves.append(merkle.leaf_hash(line))
                     rec_fh.write(line + b"\n")
             elif scorer.record:  # (not recording: bench/predict.py's baseline only)
                 events = [Event(PredictionMade(
                     model=d.ref, artifact_sha256=d.artifact_sha256, stage=d.stage, deployed_seq=d.deployed_seq,
                     input_commitment=part["input_commitment"][i], key_id=keys[i].key_id, label=labels[i],
-                    score=scores[i], latency_ms=latency_ms, automated_decision=automated, sealed=scorer.seal),
+                    score=recorded_score(scores[i]), latency_ms=latency_ms, automated_decision=automated,
+                    sealed=scorer.seal),
                     actor=scorer.actor, subject=f"model:{d.ref}") for i in range(len(records))]
                 settle()
                 pending = (writer.submit(scorer.ws.ledger.append_many, events), part)
-            if scorer.seal:
+            if scorer.seal and rec_fh is None:
                 settle()  # inputs are stored only for committed decisions
                 scorer.keys.store_sealed(zip(keys, digests, records, strict=True))
+            elif scorer.seal:  # stored once the batch entry is committed
+                to_seal.extend(zip(keys, digests, records, strict=True))
             parts.append(part)
             done += len(records)
             if progress:
@@ -208,8 +221,16 @@ def predict_file(scorer: Scorer, source: Path, output: Path, *, subject_column: 
                 actor=scorer.actor, subject=f"model:{d.ref}"))
             batch_seq, entries = receipt.seq, 1
             os.replace(tmp_rec, records_path)
+            if to_seal:
+                scorer.keys.store_sealed(to_seal)
         _write_output(parts, tmp_out, out_fmt, batch_seq)
         os.replace(tmp_out, output)
+    except MlledgerError as exc:
+        if first_seq is None or batch_commitment:
+            raise
+        raise type(exc)(f"{exc}; the first {entries:,} rows were already recorded, at seqs {first_seq}.."
+                        f"{first_seq + entries - 1}, and no output was written: score only the remaining rows "
+                        "again") from None
     finally:
         if pending is not None:  # failing already: let a chunk in flight finish; report the first error
             pending[0].exception()

@@ -47,6 +47,10 @@ Scope = MutableMapping[str, Any]
 ASGIApp = Callable[[Scope, Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]], Awaitable[None]]
 
 
+CHECKPOINT_MIN_S = 1.0
+"""Proof requests sign a checkpoint when none covers the entry, at most once per this many seconds."""
+
+
 @dataclass(frozen=True)
 class ServeConfig:
     location: str
@@ -149,6 +153,9 @@ class _State:
         self._stop = threading.Event()
         self._seen = self.ledger.head_size()
         self._cp_lock = threading.Lock()
+        self._last_cp = 0.0
+        #: Why predictions are refused (the served deployment ended), or None while serving.
+        self.retired: str | None = None
         self.follower = threading.Thread(target=self._follow, name="mlledger-follow", daemon=True)
         self.monitor = threading.Thread(target=self._monitor, name="mlledger-monitor", daemon=True)
 
@@ -198,14 +205,16 @@ class _State:
                 log.warning("follower: %s", exc)
 
     def refresh(self) -> None:
-        """Deploy a newer promotion of the model, and switch to the current deployment."""
+        """Deploy a newer promotion of the model, and switch to the current deployment.
+
+        When the served deployment has ended (undeployed, or a pinned version no longer the one
+        deployed) and there is nothing to switch to, the server stops answering predictions (409)
+        and /healthz fails, rather than serve a version that is not deployed.
+        """
         size = self.ledger.head_size()
         if size == self._seen:
             return
-        self._seen = size
-        if self.pinned:
-            return
-        held = holder(self.ws, self.name, self.cfg.stage)
+        held = None if self.pinned else holder(self.ws, self.name, self.cfg.stage)
         now = current(self.ws, self.name, self.cfg.stage)
         if held is not None and (now is None or now[1]["promotion_seq"] != held[1]):
             from backends._workflow import deploy
@@ -215,9 +224,19 @@ class _State:
             except InputError as exc:  # another worker deployed it first
                 log.info("follower: %s", exc)
             now = current(self.ws, self.name, self.cfg.stage)
-        if now is not None and now[0] != self.scorer.deployed.deployed_seq:
+        served = self.scorer.deployed.deployed_seq
+        if now is None:
+            self.retired = f"{self.scorer.deployed.ref} is no longer deployed at {self.cfg.stage!r}"
+        elif now[0] != served and self.pinned:
+            self.retired = (f"{self.scorer.deployed.ref} is no longer deployed at {self.cfg.stage!r} "
+                            f"({now[1]['model']} is, since seq {now[0]}); this server was pinned to it")
+        elif now[0] != served:
             self.scorer = self._scorer(resolve(self.ws, self.name, self.cfg.stage))
+            self.retired = None
             log.info("now serving %s (deployed at seq %d)", self.scorer.deployed.ref, now[0])
+        else:
+            self.retired = None
+        self._seen = size  # only once the switch (or retirement) succeeded
 
     def proof(self, seq: int) -> bytes:
         from ledger.note import format_proof
@@ -226,14 +245,19 @@ class _State:
             raise HTTPException(404, f"no entry at seq {seq}")
         cp = self.ledger.latest_checkpoint(covering=seq)
         if cp is None:
-            with self._cp_lock:
+            with self._cp_lock:  # at most one checkpoint per CHECKPOINT_MIN_S, however many ask
                 cp = self.ledger.latest_checkpoint(covering=seq)
+                wait = self._last_cp + CHECKPOINT_MIN_S - time.monotonic()
+                if cp is None and wait > 0:
+                    raise HTTPException(404, f"no checkpoint covers seq {seq} yet; retry in {wait:.1f} s",
+                                        headers={"Retry-After": str(max(1, round(wait)))})
                 if cp is None:
                     try:
                         cp = self.ledger.checkpoint()
-                    except InputError as exc:
-                        raise HTTPException(503, f"no checkpoint covers seq {seq} yet and none can be signed "
-                                                 f"here: {exc}") from None
+                    except InputError:
+                        raise HTTPException(503, f"no checkpoint covers seq {seq} yet, and this server cannot "
+                                                 "sign one (no log key); ask the operator") from None
+                    self._last_cp = time.monotonic()
         return format_proof(seq, self.ledger.inclusion_proof(seq, cp.size), cp.with_cosignatures())
 
 
@@ -262,8 +286,14 @@ def create_app(cfg: ServeConfig) -> FastAPI:
             return JSONResponse({"detail": str(exc)}, status_code=409)
         if isinstance(exc, InputError):
             return JSONResponse({"detail": str(exc)}, status_code=422)
-        log.error("ledger write failed: %s", exc)
+        log.error("ledger write failed: %s", type(exc).__name__)  # the message may name a subject
         return JSONResponse({"detail": "the decision could not be recorded; no prediction is returned"},
+                            status_code=503)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
+        log.error("request failed: %s", type(exc).__name__)  # never the message: it may hold input values
+        return JSONResponse({"detail": "the request could not be completed; no prediction is returned"},
                             status_code=503)
 
     @app.get("/healthz")
@@ -272,6 +302,8 @@ def create_app(cfg: ServeConfig) -> FastAPI:
             size = state.ledger.head_size()
         except MlledgerError as exc:
             raise HTTPException(503, f"ledger unavailable: {exc}") from None
+        if state.retired:
+            raise HTTPException(503, state.retired)
         return {"status": "ok", "model": state.scorer.deployed.ref, "stage": cfg.stage, "ledger_size": size}
 
     @app.get("/v1/model")
@@ -291,6 +323,8 @@ def create_app(cfg: ServeConfig) -> FastAPI:
             subjects = list(req.subject_ids)
         elif req.subject_id is not None:
             subjects = [req.subject_id] * len(records)
+        if state.retired:
+            raise HTTPException(409, state.retired)
         scorer = state.scorer  # one deployment for the whole request, even if the follower switches
         decisions = scorer.score(records, subjects=subjects, automated=req.automated_decision,
                                  request_id=req.request_id, actor=who)

@@ -114,14 +114,15 @@ def deploy(ws: Workspace, home: Path, ref: str, *, stage: str, backend: str = "l
     engine.load(ArtifactRef(ws.artifacts, mv.artifact_sha256))  # step (2)
     payload = ModelDeployed(model=ref, artifact_sha256=mv.artifact_sha256, stage=stage, backend=engine.name,
                             promotion_seq=mv.stages[stage])
-    events = [Event(payload, actor=actor, subject=f"model:{ref}")]  # step (3)
+    events = []  # step (3): the deployment it replaces ends first, in the same atomic append
     if previous is not None:
         old = previous.payload
         events.append(Event(ModelUndeployed(
             model=old["model"], artifact_sha256=old["artifact_sha256"], stage=stage, deployed_seq=previous.seq,
             reason=f"replaced by {ref} (promotion at seq {mv.stages[stage]})", replaced_by=ref),
             actor=actor, subject=f"model:{old['model']}"))
-    receipt = ws.ledger.append_many(events)[0]
+    events.append(Event(payload, actor=actor, subject=f"model:{ref}"))
+    receipt = ws.ledger.append_many(events)[-1]
     pointer = serving_pointer(home, stage)  # step (4); the stage pattern keeps it inside serving/
     pointer.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(pointer, orjson.dumps({"model": ref, "artifact_sha256": mv.artifact_sha256, "stage": stage,

@@ -90,7 +90,7 @@ class PredictionMade(Payload):
     input_commitment: Sha256Hex
     key_id: KeyId
     label: Label
-    score: float | None = None
+    score: float | None = None  # rounded to SCORE_DECIMALS by the writers (privacy; FORMAT.md 3.14)
     latency_ms: Annotated[float, Field(ge=0)]
     automated_decision: bool
     request_id: RequestId | None = None
@@ -120,6 +120,36 @@ class HumanReviewed(Payload):
     outcome: Literal["confirmed", "overridden"]
     label: Label | None = None
     reason: Detail
+
+
+SCORE_DECIMALS = 2
+"""Scores are recorded to 2 decimal places: an exact score is a near-unique function of the input,
+so it would link an erased subject's decision back to them (FORMAT.md 3.14)."""
+
+
+@register_check("prediction.made")
+def _check_prediction(view: LedgerView, seq: int, actor: str | None, payload: dict[str, Any]) -> None:
+    """A decision is never recorded under an erased subject key (or one whose erasure is recorded)."""
+    key_id = payload["key_id"]
+    if not key_id.startswith("sk-"):
+        return
+    from ledger.privacy import KeyErased
+
+    if view.key_status(key_id) != "live" or view.of_kind("subject.erased", subject=f"key:{key_id}"):
+        raise KeyErased(f"key {key_id} was erased; the decision must be recorded under the subject's new key")
+
+
+@register_check("model.undeployed")
+def _check_undeployment(view: LedgerView, seq: int, actor: str | None, payload: dict[str, Any]) -> None:
+    """Only the current deployment of that model, artifact and stage may be ended, once."""
+    from ledger.errors import InputError
+
+    current = current_deployment(view, payload["model"].partition("@")[0], payload["stage"])
+    if current is None or current.seq != payload["deployed_seq"] or (
+            current.payload["model"], current.payload["artifact_sha256"]) != (payload["model"],
+                                                                               payload["artifact_sha256"]):
+        raise InputError(f"undeployment refused: seq {payload['deployed_seq']} is not the current deployment of "
+                         f"{payload['model']} ({payload['artifact_sha256'][:12]}) at {payload['stage']}")
 
 
 @register_check("human.reviewed")

@@ -14,6 +14,7 @@ not recorded).
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Mapping, Sequence
@@ -22,13 +23,15 @@ from typing import Any
 
 from backends._protocol import ArtifactRef
 from backends._registry import get_backend
-from backends.kinds import PredictionMade, current_deployment
+from backends.kinds import SCORE_DECIMALS, PredictionMade, current_deployment
 from ledger.api import Receipt
-from ledger.errors import InputError
+from ledger.errors import InputError, StorageError
 from ledger.events import Event
-from ledger.privacy import SubjectKey, SubjectKeys
+from ledger.privacy import KeyErased, SubjectKey, SubjectKeys
 from policies._governance import model_versions
 from policies._workspace import Workspace
+
+log = logging.getLogger("mlledger.serve")
 
 __all__ = ["Decision", "Deployed", "NotDeployed", "Scorer", "resolve", "validate_records"]
 
@@ -170,6 +173,11 @@ class Decision:
                 "input_commitment": self.commitment, "key_id": self.key_id}
 
 
+def recorded_score(score: float | None) -> float | None:
+    """The score as the ledger keeps it: rounded, so that it does not identify the input."""
+    return None if score is None else round(score, SCORE_DECIMALS)
+
+
 def _plain(v: Any) -> Any:
     """numpy scalars to JSON types."""
     if hasattr(v, "item"):
@@ -204,26 +212,47 @@ class Scorer:
         validate_records(records, self.deployed.columns)
         if subjects is not None and len(subjects) != len(records):
             raise InputError(f"subject_ids: {len(subjects)} given for {len(records)} records")
+        if self.seal and (subjects is None or any(x is None for x in subjects)):
+            raise InputError("stored inputs need a subject id for every record, so that they can be erased; "
+                             "give subject_id (or subject_ids)")
         labels, scores = self.predict(records)
         latency_ms = round((time.perf_counter() - start) * 1000, 3)
-        keys = self._keys(subjects, len(records))
-        digests = [k.commit(r) for k, r in zip(keys, records, strict=True)]
-        d = self.deployed
-        receipts: list[Receipt | None] = [None] * len(records)
-        if self.record:
-            events = []
-            for i, (key, digest) in enumerate(zip(keys, digests, strict=True)):
-                rid = request_id if request_id is None or len(records) == 1 else f"{request_id}:{i}"
-                payload = PredictionMade(
-                    model=d.ref, artifact_sha256=d.artifact_sha256, stage=d.stage, deployed_seq=d.deployed_seq,
-                    input_commitment=digest.hex(), key_id=key.key_id, label=labels[i], score=scores[i],
-                    latency_ms=latency_ms, automated_decision=automated, request_id=rid, sealed=self.seal)
-                events.append(Event(payload, actor=actor or self.actor, subject=f"model:{d.ref}"))
-            receipts = list(self.ws.ledger.append_many(events))
-            if self.seal:
-                self.keys.store_sealed(zip(keys, digests, records, strict=True))
+        for _attempt in range(3):
+            keys = self._keys(subjects, len(records))
+            digests = [k.commit(r) for k, r in zip(keys, records, strict=True)]
+            try:
+                receipts = self._record(records, keys, digests, labels, scores, latency_ms, automated, request_id,
+                                        actor)
+                break
+            except KeyErased:  # erased between reading the key and recording: the subject gets a new key
+                continue
+        else:
+            raise StorageError("a subject's key was erased repeatedly while recording; retry the request")
         return [Decision(labels[i], scores[i], receipts[i], digests[i].hex(), keys[i].key_id)
                 for i in range(len(records))]
+
+    def _record(self, records: Sequence[Mapping[str, Any]], keys: list[SubjectKey], digests: list[bytes],
+                labels: list[Any], scores: list[float | None], latency_ms: float, automated: bool,
+                request_id: str | None, actor: str | None) -> list[Receipt | None]:
+        if not self.record:
+            return [None] * len(records)
+        d = self.deployed
+        events = []
+        for i, (key, digest) in enumerate(zip(keys, digests, strict=True)):
+            rid = request_id if request_id is None or len(records) == 1 else f"{request_id}:{i}"
+            payload = PredictionMade(
+                model=d.ref, artifact_sha256=d.artifact_sha256, stage=d.stage, deployed_seq=d.deployed_seq,
+                input_commitment=digest.hex(), key_id=key.key_id, label=labels[i], score=recorded_score(scores[i]),
+                latency_ms=latency_ms, automated_decision=automated, request_id=rid, sealed=self.seal)
+            events.append(Event(payload, actor=actor or self.actor, subject=f"model:{d.ref}"))
+        receipts: list[Receipt | None] = list(self.ws.ledger.append_many(events))
+        if self.seal:
+            try:
+                self.keys.store_sealed(zip(keys, digests, records, strict=True))
+            except Exception as exc:  # the decisions are recorded; only the optional copy of the inputs is lost
+                log.warning("stored inputs not kept for seqs %s..: %s", receipts[0].seq if receipts[0] else "?",
+                            type(exc).__name__)
+        return receipts
 
     def _keys(self, subjects: Sequence[str | None] | None, n: int) -> list[SubjectKey]:
         default = self.keys.for_deployment(self.deployed.deployment)

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import click
 
-from ledger import keys, merkle
+from ledger import keys
 from ledger.cli import FORMAT, Context, echo_json, handle_errors
-from ledger.errors import InputError, IntegrityError
+from ledger.errors import InputError
 from ledger.events import Event
 from ledger.keyhistory import sign_rotation
 from ledger.kinds import KeyAdded, KeyRevoked, KeyRotated
-from ledger.note import Verifier, format_proof, open_checkpoint, parse_proof
+from ledger.note import Verifier, format_proof, verify_entry_proof
 
 __all__ = ["checkpoint", "key", "prove", "verify_proof"]
 
@@ -284,18 +284,7 @@ def verify_proof(proof_file: str, entry_file: str, trust_file: str, fmt: str) ->
     Exit 0 when it is; exit 1 when the proof, the entry or the signature fail.
     """
     log_key: Verifier = keys.load_verifier(Path(trust_file))
-    index, hashes, note = parse_proof(_read(proof_file))
-    data = _read(entry_file)
-    if data.endswith(b"\n"):
-        data = data[:-1]
-    # 1. the checkpoint is signed by the trusted log key, for its origin
-    cp = open_checkpoint(note, log_key)
-    # 2. the entry is the one at that index
-    marker = b',"seq":' + str(index).encode() + b',"subject":'
-    if marker not in data:
-        raise IntegrityError(f"the entry is not entry {index} (its seq field differs)")
-    # 3. its leaf hash is included in the checkpoint's tree
-    merkle.verify_inclusion(merkle.leaf_hash(data), index, cp.size, hashes, cp.root)
+    index, cp = verify_entry_proof(_read(proof_file), _read(entry_file), log_key)
     if fmt == "json":
         echo_json({"ok": True, "seq": index, "size": cp.size, "root": cp.root.hex(), "origin": cp.origin})
     else:

@@ -134,7 +134,7 @@ class Store:
         else:
             raise LedgerNotFound(f"unsupported database {backend!r}: use SQLite or PostgreSQL")
         try:
-            engine = create_engine(url, **kwargs)
+            engine = create_engine(url, hide_parameters=True, **kwargs)  # parameters may hold subject ids
         except (NoSuchModuleError, ModuleNotFoundError) as exc:
             raise StorageError(
                 f"the driver for {backend} is not installed ({exc}); "

@@ -572,3 +572,22 @@ def parse_proof(data: bytes) -> tuple[int, list[bytes], bytes]:
     """(index, proof hashes, checkpoint note) of a tlog-proof@v1 file (see TlogProof.extra)."""
     p = TlogProof.parse(data)
     return p.index, list(p.hashes), p.checkpoint
+
+
+def verify_entry_proof(proof: bytes, entry: bytes, log_key: Verifier) -> tuple[int, Checkpoint]:
+    """Check a tlog-proof for an entry's stored bytes, offline: (seq, the checkpoint) or an error.
+
+    1. the checkpoint is signed by the trusted log key, for its origin; 2. the entry is the one
+    at the proof's index (its seq field); 3. its leaf hash is included in the checkpoint's tree.
+    """
+    from ledger import merkle
+    from ledger.errors import IntegrityError
+
+    index, hashes, note = parse_proof(proof)
+    if entry.endswith(b"\n"):
+        entry = entry[:-1]
+    cp = open_checkpoint(note, log_key)
+    if b',"seq":' + str(index).encode() + b',"subject":' not in entry:
+        raise IntegrityError(f"the entry is not entry {index} (its seq field differs)")
+    merkle.verify_inclusion(merkle.leaf_hash(entry), index, cp.size, hashes, cp.root)
+    return index, cp

@@ -45,6 +45,7 @@ from ledger.schema import sealed_inputs, subject_keys
 __all__ = [
     "COMMIT_INFO",
     "SEAL_INFO",
+    "KeyErased",
     "SubjectKey",
     "SubjectKeys",
     "commitment",
@@ -54,6 +55,10 @@ __all__ = [
 COMMIT_INFO: Final = b"mlledger/v1 input-commitment"
 SEAL_INFO: Final = b"mlledger/v1 input-seal"
 _SUBJECT_MAX: Final = 512
+
+
+class KeyErased(InputError):
+    """A decision was to be recorded under a key whose erasure is already on the ledger."""
 
 
 def derive(secret: bytes, info: bytes) -> bytes:
@@ -111,6 +116,8 @@ class SubjectKeys:
         self.ledger = ledger
         self._engine = ledger.store.engine
         self._deployment_cache: dict[str, SubjectKey] = {}
+        #: False when the last erasure could not truncate SQLite's WAL (a reader held it open).
+        self.wal_cleared = True
 
     # -- keys -----------------------------------------------------------------------
 
@@ -132,6 +139,14 @@ class SubjectKeys:
         wanted = sorted(set(subjects))
         for s in wanted:
             _check_subject(s)
+        for _attempt in range(3):
+            try:
+                return self._many(wanted)
+            except IntegrityError:  # another process created one of them first: read again
+                continue
+        raise StorageError(f"could not create keys for {len(wanted)} subjects (concurrent creation); retry")
+
+    def _many(self, wanted: list[str]) -> dict[str, SubjectKey]:
         found: dict[str, SubjectKey] = {}
         with self._engine.begin() as conn:
             for i in range(0, len(wanted), 500):
@@ -162,7 +177,7 @@ class SubjectKeys:
                 return SubjectKey.of(key_id, secret)
             except IntegrityError:  # another process created it first: read theirs
                 continue
-        raise StorageError(f"could not create a key for {column.name} {value!r}")
+        raise StorageError(f"could not create a key for a {column.name} (concurrent creation); retry")
 
     def by_id(self, key_id: str) -> SubjectKey | None:
         """A live key by id; None once erased or never existed."""
@@ -252,11 +267,28 @@ class SubjectKeys:
                     secret=None, subject=None, erased_us=_now_us(), erased_seq=seq))
                 conn.execute(delete(sealed_inputs).where(sealed_inputs.c.key_id == key_id))
             if engine.dialect.name == "sqlite":
-                with engine.connect() as conn:  # old page images must not linger in the WAL
-                    conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+                self.wal_cleared = _truncate_wal(engine)
             else:
                 with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
                     conn.exec_driver_sql("VACUUM subject_keys, sealed_inputs")
         except DBAPIError as exc:
             raise StorageError(f"the key {key_id} could not be destroyed ({exc.orig}); its erasure is recorded "
                                f"at seq {seq}: run 'mlledger erase --finish' to complete it") from None
+
+
+def _truncate_wal(engine: Any, attempts: int = 20) -> bool:
+    """Checkpoint and truncate SQLite's WAL so that old page images (the destroyed key) go.
+
+    A reader holding an old snapshot blocks it: retry for about two seconds, then report False.
+    """
+    for _ in range(attempts):
+        with engine.connect() as conn:
+            conn.exec_driver_sql("PRAGMA busy_timeout = 100")
+            try:
+                busy = conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").first()
+            finally:
+                conn.exec_driver_sql("PRAGMA busy_timeout = 60000")  # the pool's setting (connect timeout 60 s)
+        if busy is not None and busy[0] == 0:
+            return True
+        time.sleep(0.1)
+    return False

@@ -3,7 +3,8 @@
 Reads the serving and privacy kinds by name (``policies`` does not import ``backends``):
 - every ``prediction.made`` / ``prediction.batch`` refers, by ``deployed_seq``, to an earlier
   ``model.deployed`` of that exact model, artifact and stage; one recorded after that
-  deployment ended (a request in flight during a switch-over) is a notice;
+  deployment ended is a violation, unless within ``SWITCH_GRACE_S`` of its end (a request in
+  flight during a switch-over: a notice);
 - every ``subject.erased`` is reported (a notice, with how many recorded decisions it made
   unlinkable), refers to a key used by an earlier decision (else a notice), and no decision
   uses a key after its erasure (a violation).
@@ -13,16 +14,19 @@ from __future__ import annotations
 
 from typing import Any
 
+from ledger.canonical import parse_ts
 from ledger.view import LedgerView
 
-__all__ = ["audit_operations"]
+__all__ = ["SWITCH_GRACE_S", "audit_operations"]
+
+SWITCH_GRACE_S = 5.0
 
 
 def audit_operations(view: LedgerView, finding: Any) -> list[Any]:
     """Findings built with ``finding(seq, severity, message)`` (``policies._governance.Finding``)."""
     out: list[Any] = []
     deployments: dict[int, dict[str, Any]] = {}
-    ended: dict[int, int] = {}  # deployed_seq -> seq of its model.undeployed
+    ended: dict[int, tuple[int, int]] = {}  # deployed_seq -> (seq, ts_us) of its model.undeployed
     erased: dict[str, int] = {}  # key_id -> seq of subject.erased
     uses: dict[str, int] = {}  # key_id -> decisions recorded under it
     kinds = ("model.deployed", "model.undeployed", "prediction.made", "prediction.batch", "subject.erased")
@@ -31,7 +35,7 @@ def audit_operations(view: LedgerView, finding: Any) -> list[Any]:
         if e.kind == "model.deployed":
             deployments[e.seq] = p
         elif e.kind == "model.undeployed":
-            ended.setdefault(p["deployed_seq"], e.seq)
+            ended.setdefault(p["deployed_seq"], (e.seq, parse_ts(e.ts)))
         elif e.kind == "subject.erased":
             key = p["key_id"]
             n = uses.get(key, 0)
@@ -41,14 +45,14 @@ def audit_operations(view: LedgerView, finding: Any) -> list[Any]:
             if n == 0:
                 out.append(finding(e.seq, "notice", f"erased key {key} was used by no recorded decision"))
         else:
-            out.extend(_check_decision(e.seq, e.kind, p, deployments, ended, erased, finding))
+            out.extend(_check_decision(e.seq, parse_ts(e.ts), e.kind, p, deployments, ended, erased, finding))
             if e.kind == "prediction.made":
                 uses[p["key_id"]] = uses.get(p["key_id"], 0) + 1
     return out
 
 
-def _check_decision(seq: int, kind: str, p: dict[str, Any], deployments: dict[int, dict[str, Any]],
-                    ended: dict[int, int], erased: dict[str, int], finding: Any) -> list[Any]:
+def _check_decision(seq: int, ts_us: int, kind: str, p: dict[str, Any], deployments: dict[int, dict[str, Any]],
+                    ended: dict[int, tuple[int, int]], erased: dict[str, int], finding: Any) -> list[Any]:
     d = deployments.get(p["deployed_seq"])
     what = f"{kind} of {p['model']} at {p['stage']}"
     if d is None:
@@ -60,8 +64,14 @@ def _check_decision(seq: int, kind: str, p: dict[str, Any], deployments: dict[in
                                           f"at {d['stage']})")]
     out = []
     if p["deployed_seq"] in ended:
-        out.append(finding(seq, "notice", f"{what} was recorded after its deployment ended at seq "
-                                          f"{ended[p['deployed_seq']]} (a request in flight during a switch-over)"))
+        end_seq, end_us = ended[p["deployed_seq"]]
+        late = (ts_us - end_us) / 1e6
+        if late <= SWITCH_GRACE_S:
+            out.append(finding(seq, "notice", f"{what} was recorded {late:.3f} s after its deployment ended at seq "
+                                              f"{end_seq} (a request in flight during a switch-over)"))
+        else:
+            out.append(finding(seq, "violation", f"{what} was recorded {late:.1f} s after its deployment ended at "
+                                                 f"seq {end_seq}: a version that was no longer deployed decided"))
     key = p.get("key_id")
     if key in erased:
         out.append(finding(seq, "violation", f"{what} used key {key}, erased at seq {erased[key]}"))

@@ -142,17 +142,22 @@ def test_batch_commitment_proves_single_rows(world: Path) -> None:
     with Ledger.open(".mlledger") as led:
         batch = led.get(out["batch_seq"])
     assert batch.kind == "prediction.batch" and batch.payload["count"] == 1000 and batch.payload["root"] == out["root"]
-    Path("batch.entry").write_bytes(batch.raw)
+    run("prove", str(out["batch_seq"]), "--entry-out", "batch.entry", "-o", "batch.tlog-proof")
+    trust = ("--entry-proof", "batch.tlog-proof", "--trust", ".mlledger/keys/log.vkey")
     for row in (0, 1, 299, 300, 999):
         Path(f"row{row}.json").write_text(run("batch-proof", "out.csv.records.jsonl", "--row", str(row)))
-        assert f"ok: row {row} is in the batch" in run("batch-proof", f"row{row}.json", "--row", str(row),
-                                                      "--verify", "batch.entry")
+        assert f"ok: row {row} is in the batch at seq {out['batch_seq']}" in run(
+            "batch-proof", f"row{row}.json", "--row", str(row), "--verify", "batch.entry", *trust)
+    assert "needs --entry-proof" in run("batch-proof", "row0.json", "--row", "0", "--verify", "batch.entry", code=2)
+    # a batch entry that is not in the log (its bytes changed) fails, even with a matching root
+    Path("forged.entry").write_bytes(batch.raw.replace(b'"automated_decision":true', b'"automated_decision":false'))
+    run("batch-proof", "row0.json", "--row", "0", "--verify", "forged.entry", *trust, code=1)
     proof = json.loads(Path("row299.json").read_text())
     record = json.loads(proof["record"])
     record["label"] = 1 - record["label"]  # the decision altered after the fact
     Path("forged.json").write_text(json.dumps({**proof, "record": encode(record).decode()}))
     assert "does not reproduce the root" in run("batch-proof", "forged.json", "--row", "299", "--verify",
-                                                "batch.entry", code=1)
+                                                "batch.entry", *trust, code=1)
     assert "out of range" in run("batch-proof", "out.csv.records.jsonl", "--row", "1000", code=2)
     result = pd.read_csv("out.csv")
     assert (result["batch_seq"] == out["batch_seq"]).all() and len(result) == 1000
@@ -181,3 +186,62 @@ def test_usage_errors(world: Path) -> None:
                                      "--output", "o.txt", code=2)
     assert "column 'who'" in run("predict", "--model", "credit@production", "--input", "score.csv", "--output",
                                  "o.csv", "--subject-column", "who", code=2)
+
+
+def test_subject_ids_and_string_values_are_read_as_text(world: Path) -> None:
+    frame = scoring_file(3)
+    frame["subject"] = ["007", "1e3", "00123"]
+    frame.to_csv("score.csv", index=False)
+    run("predict", "--model", "credit@production", "--input", "score.csv", "--output", "out.csv",
+        "--subject-column", "subject", "--store-inputs")
+    for subject in ("007", "1e3", "00123"):  # each erasable by the id exactly as given
+        assert "subject.erased" in run("erase", "--subject", subject, "--reason", "request")
+    assert "no live key" in run("erase", "--subject", "7", "--reason", "request", code=2)
+
+
+def test_stored_inputs_need_a_subject_column(world: Path) -> None:
+    scoring_file(3)
+    before = head_size()
+    assert "--store-inputs needs --subject-column" in run(
+        "predict", "--model", "credit@production", "--input", "score.csv", "--output", "out.csv", "--store-inputs",
+        code=2)
+    assert head_size() == before
+
+
+def test_the_ledger_refuses_a_decision_under_an_erased_key_and_a_stray_undeployment(world: Path) -> None:
+    from ledger.errors import InputError
+    from ledger.events import Event
+    from ledger.privacy import KeyErased
+
+    scoring_file(2)
+    run("predict", "--model", "credit@production", "--input", "score.csv", "--output", "out.csv",
+        "--subject-column", "subject")
+    seq = int(pd.read_csv("out.csv")["seq"][0])
+    run("erase", "--subject", "subject-zq00000", "--reason", "request")
+    with Ledger.open(".mlledger") as led:
+        payload = led.get(seq).payload
+        with pytest.raises(KeyErased, match="was erased"):
+            led.append(Event.from_json({"kind": "prediction.made", "actor": "x", "payload": payload}))
+        deployed = next(iter(led.iter(kind="model.deployed")))
+        with pytest.raises(InputError, match="undeployment refused"):
+            led.append(Event.from_json({"kind": "model.undeployed", "actor": "x", "payload": {
+                "model": "credit@1", "artifact_sha256": deployed.payload["artifact_sha256"], "stage": "staging",
+                "deployed_seq": deployed.seq, "reason": "stray"}}))
+
+
+def test_audit_flags_a_decision_by_a_version_no_longer_deployed(world: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ledger.events import Event
+    from tests.integration.serving_world import train_and_promote
+
+    scoring_file(2)
+    run("predict", "--model", "credit@production", "--input", "score.csv", "--output", "out.csv")
+    seq = int(pd.read_csv("out.csv")["seq"][0])
+    train_and_promote(2)  # deploys credit@2 and ends credit@1's deployment
+    with Ledger.open(".mlledger") as led:
+        late = led.append(Event.from_json({"kind": "prediction.made", "actor": "x",
+                                           "payload": led.get(seq).payload})).seq
+    assert f"seq {late}: prediction.made of credit@1 at production was recorded" in run("audit")  # a notice
+    monkeypatch.setattr("policies._audit_ops.SWITCH_GRACE_S", -1.0)
+    out = run("audit", code=1)
+    assert f"seq {late}: prediction.made of credit@1 at production was recorded" in out
+    assert "a version that was no longer deployed decided" in out

@@ -73,7 +73,8 @@ def test_predictions_carry_receipts_that_match_their_entries(world: Path) -> Non
     assert body["model"] == "credit@1" and body["stage"] == "production"
     raw, payload = entry(p["receipt"]["seq"])
     assert merkle.leaf_hash(raw).hex() == p["receipt"]["leaf_hash"]
-    assert payload["model"] == "credit@1" and payload["label"] == p["label"] and payload["score"] == p["score"]
+    assert payload["model"] == "credit@1" and payload["label"] == p["label"]
+    assert payload["score"] == round(p["score"], 2) != p["score"]  # the ledger keeps a coarse score (privacy)
     assert payload["request_id"] == "req-1" and payload["automated_decision"] is True
     assert payload["key_id"] == p["key_id"] and str(payload["key_id"]).startswith("sk-")
     # the commitment is HMAC under the subject's key, which only the erasable table holds
@@ -254,3 +255,56 @@ def test_openapi_health_and_model_endpoints(world: Path) -> None:
     assert health["status"] == "ok" and health["model"] == "credit@1"
     assert [i["name"] for i in model["inputs"]] == ["income", "age", "debt"]
     assert model["artifact_sha256"] == entry(model["deployed_seq"])[1]["artifact_sha256"]
+
+
+def test_a_pinned_server_stops_when_its_version_is_replaced(world: Path) -> None:
+    with server(model="credit@1") as (url, _):
+        assert httpx.post(f"{url}/v1/predict", json={"record": RECORD}).status_code == 200
+        train_and_promote(2)  # promote deploys credit@2 through the CLI
+        import time
+
+        deadline = time.monotonic() + 20
+        while httpx.get(f"{url}/healthz").status_code == 200 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        before = head_size()
+        health = httpx.get(f"{url}/healthz")
+        refused = httpx.post(f"{url}/v1/predict", json={"record": RECORD})
+    assert health.status_code == 503 and "no longer deployed" in health.text
+    assert refused.status_code == 409 and "pinned" in refused.text
+    assert head_size() == before
+
+
+def test_proof_requests_sign_at_most_one_checkpoint_per_second(world: Path) -> None:
+    import math
+    import time
+
+    with Ledger.open(".mlledger") as led:
+        before = len(led.checkpoints())
+    with server() as (url, _):
+        codes = []
+        start = time.monotonic()
+        for _ in range(10):
+            seq = httpx.post(f"{url}/v1/predict", json={"record": RECORD}).json()["predictions"][0]["receipt"]["seq"]
+            r = httpx.get(f"{url}/v1/receipts/{seq}/proof")
+            codes.append(r.status_code)
+            assert r.status_code == 200 or int(r.headers["retry-after"]) >= 1
+        elapsed = time.monotonic() - start
+    with Ledger.open(".mlledger") as led:
+        signed = len(led.checkpoints()) - before
+    assert codes[0] == 200 and 404 in codes  # later ones wait for the next checkpoint (Retry-After)
+    assert 1 <= signed <= math.ceil(elapsed) + 1  # at most one a second (plus the one on shutdown)
+
+
+def test_a_failing_key_table_is_503_and_the_log_names_no_subject(world: Path) -> None:
+    with server() as (url, _):
+        with sqlite3.connect(".mlledger/ledger.db") as db:
+            db.execute("CREATE TRIGGER refuse_keys BEFORE INSERT ON subject_keys "
+                       "BEGIN SELECT RAISE(ABORT, 'disk full'); END")
+        before = head_size()
+        one = httpx.post(f"{url}/v1/predict", json={"record": RECORD, "subject_id": "bob.smith@example.com"})
+        two = httpx.post(f"{url}/v1/predict", json={"records": [RECORD, RECORD],
+                                                     "subject_ids": ["carol@example.com", "dave@example.com"]})
+    assert (one.status_code, two.status_code) == (503, 503)
+    assert "example.com" not in one.text + two.text and head_size() == before
+    log = "".join(p.read_text() for p in Path(".").glob("serve-*.log"))
+    assert "example.com" not in log and "parameters" not in log
