@@ -121,12 +121,13 @@ def _describe_roles(roles: frozenset[str]) -> str:
 
 
 def action_problem(view: LedgerView, seq: int, at_us: int, kind: str, actor: str, subject: str | None,
-                   payload: Mapping[str, Any], trusted: Mapping[str, _Ident]) -> str | None:
+                   payload: Mapping[str, Any], trusted: Mapping[str, _Ident],
+                   seen: Mapping[str, int] | None = None) -> str | None:
     """Why an entry is not a valid signed action of an entitled actor at ``seq`` (None if it is).
 
     (1) a trusted identity (or the genesis admin), (2) a signature that verifies over this
     entry, (3) made within the window of ``at_us``, (4) not counted before, (5) a role the
-    kind needs.
+    kind needs. ``seen`` maps earlier entries' signatures to their seq (else they are looked up).
     """
     from policies._approvals import GENESIS_ADMIN
 
@@ -149,9 +150,11 @@ def action_problem(view: LedgerView, seq: int, at_us: int, kind: str, actor: str
         return f"{exc}: it was forged or altered"
     if abs(parse_ts(str(sig["signed_at"])) - at_us) > SIGNATURE_WINDOW_US:
         return f"its signature time {sig['signed_at']} is more than 10 minutes from the entry's (a replay?)"
-    for other in view.of_kind(kind):
-        if other.seq < seq and (other.payload.get("actor_signature") or {}).get("signature") == sig["signature"]:
-            return f"its signature was already used at seq {other.seq} (a replay)"
+    if seen is None:
+        seen = {(e.payload.get("actor_signature") or {}).get("signature", ""): e.seq
+                for e in reversed(view.of_kind(kind)) if e.seq < seq}
+    if sig["signature"] in seen:
+        return f"its signature was already used at seq {seen[sig['signature']]} (a replay)"
     needed = roles_for(kind, payload) or frozenset()
     if needed and not roles & needed:
         return (f"{actor} holds {', '.join(sorted(roles)) or 'no role'}; {kind} needs the role "
@@ -211,6 +214,7 @@ def audit_access(view: LedgerView, finding: Any) -> list[Any]:
     out: list[Any] = []
     enabled = access_enabled_seq(view)
     unsigned = 0
+    seen: dict[str, int] = {}  # signature -> the seq that used it first
     kinds = [k for k in KIND_ROLES if k not in ("identity.registered", "role.granted", "role.revoked")]
     for e in view.of_kind(*kinds):
         p = e.payload
@@ -224,7 +228,9 @@ def audit_access(view: LedgerView, finding: Any) -> list[Any]:
             unsigned += 1
             continue
         problem = action_problem(view, e.seq, parse_ts(e.ts), e.kind, e.actor, e.subject, p,
-                                 identities(view, before=e.seq))
+                                 identities(view, before=e.seq), seen)
+        if p.get("actor_signature") is not None:
+            seen.setdefault(p["actor_signature"]["signature"], e.seq)
         if problem is not None:
             out.append(finding(e.seq, "violation", f"{e.kind} by {e.actor}: {problem}"))
     if unsigned:
