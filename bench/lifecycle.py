@@ -150,7 +150,9 @@ class Traffic(threading.Thread):
                 shift = self.shift
                 frame = synthetic(10, self.seed, shift)
                 try:
-                    r = client.post(self.url + "/v1/predict", json={"records": frame[FEATURES].to_dict("records")})
+                    subjects = [f"applicant-{self.seed}-{i}" for i in range(len(frame))]
+                    r = client.post(self.url + "/v1/predict", json={"records": frame[FEATURES].to_dict("records"),
+                                                                    "subject_ids": subjects})
                 except httpx.HTTPError as exc:
                     self.errors += 1
                     self.last_error = str(exc)

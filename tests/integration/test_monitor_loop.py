@@ -244,7 +244,9 @@ def test_server_monitors_in_the_background_and_alerts_on_drift(world: Path) -> N
     with server("--store-inputs") as (url, _proc):
         for seed, shift in ((20, 0.0), (22, 2.0)):
             records = applicants(200, seed, shift=shift)[cols].to_dict("records")
-            assert httpx.post(url + "/v1/predict", json={"records": records}).status_code == 200
+            subjects = [f"applicant-{seed}-{i}" for i in range(len(records))]
+            r = httpx.post(url + "/v1/predict", json={"records": records, "subject_ids": subjects})
+            assert r.status_code == 200, r.text
         deadline = time.monotonic() + 20
         while not of_kind("monitor.alert"):
             assert time.monotonic() < deadline, "no alert from the server's monitor"
