@@ -80,6 +80,8 @@ def serve(obj: Context, model: str, stage: str, host: str, port: int, workers: i
     MODEL to STAGE without a restart (recording model.deployed and model.undeployed). Run it behind
     a TLS-terminating proxy; it listens on loopback by default. Every endpoint but /healthz takes
     'Authorization: Bearer TOKEN' (mlledger token issue) with its scope: predict, review, proofs, model.
+    With 'mlledger --as KEYFILE serve', the server signs its own governed entries (model.deployed
+    when it follows a promotion) as that identity, which then needs the deployer role.
     """
     _need_serve_extra()
     import uvicorn
@@ -89,7 +91,8 @@ def serve(obj: Context, model: str, stage: str, host: str, port: int, workers: i
     cfg = ServeConfig(location=obj.location, home=str(obj.home.resolve()), model=model, stage=stage,
                       actor=_actor(actor, "service:mlledger-serve"), seal=store_inputs,
                       record=not bench_unrecorded, max_body=max_body, max_records=max_records,
-                      auth=auth)  # type: ignore[arg-type]
+                      auth=auth,  # type: ignore[arg-type]
+                      identity=str(obj.identity_path.resolve()) if obj.identity_path else None)
     if auth == "unsafe-off":
         click.echo("WARNING: --auth unsafe-off: serving WITHOUT authentication; anyone who can reach the port "
                    "can score and review", err=True)

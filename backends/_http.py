@@ -65,6 +65,7 @@ class ServeConfig:
     follow_s: float = 0.5
     auth: Literal["auto", "required", "unsafe-off"] = "auto"
     denied_window_s: int = 60
+    identity: str | None = None  # the private key the server's own governed entries are signed with
 
 
 class PredictRequest(BaseModel):
@@ -264,6 +265,12 @@ class _State:
 def create_app(cfg: ServeConfig) -> FastAPI:
     """The ASGI app. Raises ``NotDeployed`` (before serving anything) if nothing is deployed."""
     state = _State(cfg)
+    if cfg.identity is not None:  # e.g. model.deployed when it follows a promotion (needs deployer)
+        from ledger.actions import identity_for_key
+        from ledger.keys import load_private_key
+
+        key = load_private_key(Path(cfg.identity))
+        state.ledger.act_as(identity_for_key(state.ledger, key, where=cfg.identity), key)
     auth = TokenAuth(state.ledger, mode=cfg.auth, actor=cfg.actor, window_s=cfg.denied_window_s)
 
     @asynccontextmanager

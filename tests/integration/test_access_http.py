@@ -190,3 +190,27 @@ def test_doctor_reports_unsafe_and_unencrypted_keys_and_key_files_readable_by_ot
     assert "the ledger is not access-controlled" in out
     refused = run("--as", "ids/eve.pem", "access", "status", code=2)
     assert "refusing to use it: run 'chmod 600 ids/eve.pem'" in refused
+
+
+def test_the_server_signs_the_deployment_it_follows_as_its_identity(world: Path) -> None:
+    """In an access-controlled ledger, 'mlledger --as DEPLOYER.pem serve' deploys a new promotion
+    signed by that identity (the follower's model.deployed)."""
+    from tests.integration.serving_world import SPEC, head_size
+
+    for name, role in (("dana", "deployer"), ("dev", "model-developer")):
+        run("identity", "keygen", name, "-o", "ids")
+        run("--as", ADMIN, "identity", "register", name, "--role", role, "--public-key", f"ids/{name}.pub")
+    run("--as", ADMIN, "access", "enable", "--reason", "go live")
+    with server(env={"MLLEDGER_IDENTITY": "ids/dana.pem"}):
+        Path("spec.yaml").write_text(SPEC % 6)
+        ref = run("--as", "ids/dev.pem", "train", "spec.yaml").split()[1]
+        run("gate", "--model", ref, "--stage", "production", code=3)
+        run("approve", "--decision", str(head_size() - 1), "--key", "keys/risk.pem", "--as", "risk@example.com")
+        run("--as", "ids/dana.pem", "promote", ref, "--to", "production", "--no-deploy")
+        deadline = time.monotonic() + 30
+        while not [e for e in entries("model.deployed") if e["payload"]["model"] == ref]:  # type: ignore[index]
+            assert time.monotonic() < deadline, "the server did not follow the promotion"
+            time.sleep(0.2)
+    deployed = next(e for e in entries("model.deployed") if e["payload"]["model"] == ref)  # type: ignore[index]
+    assert deployed["actor"] == "dana" and "actor_signature" in deployed["payload"]  # type: ignore[operator]
+    assert "audit: 0 violation(s)" in run("audit")
