@@ -304,6 +304,10 @@ def erase(obj: Context, subject: str | None, reason: str | None, request_ref: st
         echo_json({"seq": receipt.seq, "key_id": key_id})
     else:
         click.echo(f"subject.erased at seq {receipt.seq}: key {key_id} destroyed", err=False)
+    if not keys.wal_cleared:
+        click.echo("note: another process holds the database open, so SQLite's write-ahead log could not be "
+                   "truncated yet; the destroyed key's old page stays in it until that process ends or the "
+                   "next erasure succeeds", err=True)
     sys.stdout.flush()
 
 

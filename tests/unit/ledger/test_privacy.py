@@ -149,3 +149,25 @@ def test_a_version_1_ledger_gains_the_erasable_tables_on_open(sqlite_url: str, m
             assert conn.execute(text("SELECT count(*) FROM subject_keys")).scalar() == 0
         assert SubjectKeys(led).for_subject("gina").key_id.startswith("sk-")
         assert led.verify().ok
+
+
+def test_an_erased_secret_and_subject_id_leave_no_bytes_in_the_sqlite_files(sqlite_url: str) -> None:
+    from pathlib import Path
+
+    led = make_ledger(sqlite_url)
+    keys = SubjectKeys(led)
+    key = keys.for_subject("zoe.unique-subject@example.com")
+    for i in range(50):  # neighbours on the same pages
+        keys.for_subject(f"other-{i}")
+    with led.store.engine.connect() as conn:
+        secret = conn.execute(text("SELECT secret FROM subject_keys WHERE key_id = :k"), {"k": key.key_id}).scalar()
+    keys.erase("zoe.unique-subject@example.com", request_ref="DSR-5", legal_ground="GDPR Art. 17", reason="r",
+               actor="dpo@example.com")
+    assert keys.wal_cleared
+    db = Path(sqlite_url.removeprefix("sqlite:///"))
+    try:  # while the ledger is still open: closing the last connection would checkpoint anyway
+        blobs = b"".join(p.read_bytes() for p in db.parent.iterdir() if p.name.startswith(db.name))
+        assert secret and bytes(secret) not in blobs
+        assert b"zoe.unique-subject@example.com" not in blobs
+    finally:
+        led.close()
