@@ -25,7 +25,8 @@ import hmac
 import os
 import secrets
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from hashlib import sha256
 from typing import Any, Final
@@ -33,7 +34,7 @@ from typing import Any, Final
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import Connection, delete, insert, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from ledger.api import Ledger, Receipt
@@ -119,6 +120,13 @@ class SubjectKeys:
         #: False when the last erasure could not truncate SQLite's WAL (a reader held it open).
         self.wal_cleared = True
 
+    @contextmanager
+    def _writing(self) -> Iterator[Connection]:
+        """A write transaction that takes SQLite's write lock up front (BEGIN IMMEDIATE), so a
+        read-then-write never fails at once with 'database is locked' beside another writer."""
+        with self.ledger.store.write_conn() as conn, conn.begin():
+            yield conn
+
     # -- keys -----------------------------------------------------------------------
 
     def for_subject(self, subject: str) -> SubjectKey:
@@ -148,7 +156,7 @@ class SubjectKeys:
 
     def _many(self, wanted: list[str]) -> dict[str, SubjectKey]:
         found: dict[str, SubjectKey] = {}
-        with self._engine.begin() as conn:
+        with self._writing() as conn:
             for i in range(0, len(wanted), 500):
                 chunk = wanted[i : i + 500]
                 rows = conn.execute(select(subject_keys.c.subject, subject_keys.c.key_id, subject_keys.c.secret)
@@ -171,7 +179,7 @@ class SubjectKeys:
                     return SubjectKey.of(row.key_id, row.secret)
             key_id, secret = prefix + secrets.token_hex(16), secrets.token_bytes(32)
             try:
-                with self._engine.begin() as conn:
+                with self._writing() as conn:
                     conn.execute(insert(subject_keys).values(
                         key_id=key_id, secret=secret, created_us=_now_us(), **{column.name: value}))
                 return SubjectKey.of(key_id, secret)
@@ -202,7 +210,7 @@ class SubjectKeys:
             if (key.key_id, digest) not in sealed:
                 sealed[(key.key_id, digest)] = key.seal(digest, record)
         if sealed:
-            with self._engine.begin() as conn:
+            with self._writing() as conn:
                 existing = {(r.key_id, bytes(r.commitment)) for r in conn.execute(
                     select(sealed_inputs.c.key_id, sealed_inputs.c.commitment).where(
                         sealed_inputs.c.commitment.in_([d for _k, d in sealed])))}
@@ -260,7 +268,7 @@ class SubjectKeys:
     def _destroy(self, key_id: str, seq: int) -> None:
         engine = self._engine
         try:
-            with engine.begin() as conn:
+            with self._writing() as conn:
                 if engine.dialect.name == "sqlite":
                     conn.exec_driver_sql("PRAGMA secure_delete = ON")  # overwrite freed pages with zeros
                 conn.execute(update(subject_keys).where(subject_keys.c.key_id == key_id).values(

@@ -5,6 +5,8 @@ Reads the serving and privacy kinds by name (``policies`` does not import ``back
   ``model.deployed`` of that exact model, artifact and stage; one recorded after that
   deployment ended is a violation, unless within ``SWITCH_GRACE_S`` of its end (a request in
   flight during a switch-over: a notice);
+- every reportable ``incident.opened`` (EU AI Act Art. 73) has its ``incident.reported`` by its
+  ``report_due``: an overdue report is a violation, a pending one a notice;
 - every ``subject.erased`` is reported (a notice, with how many recorded decisions it made
   unlinkable), refers to a key used by an earlier decision (else a notice), and no decision
   uses a key after its erasure (a violation).
@@ -12,6 +14,7 @@ Reads the serving and privacy kinds by name (``policies`` does not import ``back
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from ledger.canonical import parse_ts
@@ -29,13 +32,20 @@ def audit_operations(view: LedgerView, finding: Any) -> list[Any]:
     ended: dict[int, tuple[int, int]] = {}  # deployed_seq -> (seq, ts_us) of its model.undeployed
     erased: dict[str, int] = {}  # key_id -> seq of subject.erased
     uses: dict[str, int] = {}  # key_id -> decisions recorded under it
-    kinds = ("model.deployed", "model.undeployed", "prediction.made", "prediction.batch", "subject.erased")
+    kinds = ("model.deployed", "model.undeployed", "prediction.made", "prediction.batch", "subject.erased",
+             "incident.opened", "incident.reported")
+    incidents: dict[int, dict[str, Any]] = {}
+    reported: set[int] = set()
     for e in view.of_kind(*kinds):
         p = e.payload
         if e.kind == "model.deployed":
             deployments[e.seq] = p
         elif e.kind == "model.undeployed":
             ended.setdefault(p["deployed_seq"], (e.seq, parse_ts(e.ts)))
+        elif e.kind == "incident.opened":
+            incidents[e.seq] = p
+        elif e.kind == "incident.reported":
+            reported.add(p["incident_seq"])
         elif e.kind == "subject.erased":
             key = p["key_id"]
             n = uses.get(key, 0)
@@ -48,6 +58,17 @@ def audit_operations(view: LedgerView, finding: Any) -> list[Any]:
             out.extend(_check_decision(e.seq, parse_ts(e.ts), e.kind, p, deployments, ended, erased, finding))
             if e.kind == "prediction.made":
                 uses[p["key_id"]] = uses.get(p["key_id"], 0) + 1
+    now_us = time.time_ns() // 1000
+    for seq, p in incidents.items():
+        due = p.get("report_due")
+        if due is None or seq in reported:
+            continue
+        what = f"{p['severity']} incident on {p['model']} ({p['summary'][:80]})"
+        if parse_ts(due) < now_us:
+            out.append(finding(seq, "violation", f"{what}: its report to the authority was due by {due} "
+                                                 "(EU AI Act Art. 73) and none is recorded"))
+        else:
+            out.append(finding(seq, "notice", f"{what}: to be reported to the authority by {due}"))
     return out
 
 

@@ -17,27 +17,10 @@ import pytest
 import backends.kinds  # noqa: F401
 from ledger.api import Ledger
 from ledger.canonical import encode
-from tests.integration.serving_world import ENV_CLEAR, build, copy_world, head_size, run
+from tests.integration.serving_world import head_size, run
 from tests.integration.test_evidence_cli import applicants
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("predict-template")
-    build(path)
-    return path
-
-
-@pytest.fixture
-def world(template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    copy_world(template, tmp_path)
-    monkeypatch.chdir(tmp_path)
-    for var in ENV_CLEAR:
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("MLLEDGER_ACTOR", "dev@example.com")
-    return tmp_path
 
 
 def scoring_file(n: int, path: str = "score.csv") -> pd.DataFrame:
@@ -245,3 +228,21 @@ def test_audit_flags_a_decision_by_a_version_no_longer_deployed(world: Path, mon
     out = run("audit", code=1)
     assert f"seq {late}: prediction.made of credit@1 at production was recorded" in out
     assert "a version that was no longer deployed decided" in out
+
+
+def test_audit_flags_an_incident_not_reported_by_its_art_73_deadline(world: Path) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from backends.incidents import open_incident, report_incident
+
+    with Ledger.open(".mlledger") as led:
+        late = open_incident(led, model="credit@1", severity="serious", summary="wrongful denials", actor="risk",
+                             aware=datetime.now(UTC) - timedelta(days=16)).seq
+        pending = open_incident(led, model="credit@1", severity="death", summary="harm", actor="risk").seq
+        done = open_incident(led, model="credit@1", severity="widespread", summary="outage", actor="risk",
+                             aware=datetime.now(UTC) - timedelta(days=5)).seq
+        report_incident(led, done, authority="market surveillance", reference="MSA-1", actor="risk")
+    out = run("audit", code=1)
+    assert f"seq {late}: serious incident on credit@1 (wrongful denials): its report to the authority was due" in out
+    assert f"seq {pending}: death incident on credit@1 (harm): to be reported to the authority by" in out
+    assert f"seq {done}:" not in out and "1 violation(s)" in out

@@ -25,10 +25,7 @@ from ledger.canonical import encode
 from ledger.note import open_checkpoint, parse_proof
 from ledger.privacy import COMMIT_INFO, derive
 from tests.integration.serving_world import (
-    ENV_CLEAR,
-    build,
     cli_command,
-    copy_world,
     head_size,
     run,
     server,
@@ -38,23 +35,6 @@ from tests.integration.serving_world import (
 pytestmark = pytest.mark.slow
 
 RECORD = {"income": 52.5, "age": 41, "debt": 7.25}
-
-
-@pytest.fixture(scope="module")
-def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("serving-template")
-    build(path)
-    return path
-
-
-@pytest.fixture
-def world(template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    copy_world(template, tmp_path)
-    monkeypatch.chdir(tmp_path)
-    for var in ENV_CLEAR:
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("MLLEDGER_ACTOR", "dev@example.com")
-    return tmp_path
 
 
 def entry(seq: int) -> tuple[bytes, dict[str, object]]:
