@@ -57,26 +57,24 @@ def _role_event(obj: Context, kind: str, name: str, role_name: str, reason: str)
     click.echo(f"{verb} {role_name} {'to' if verb == 'granted' else 'from'} {name} at seq {r.seq}, signed by {who}")
 
 
-@role.command(name="grant")
-@click.argument("name")
-@click.argument("role_name", metavar="ROLE", type=ROLE)
-@click.option("--reason", required=True)
-@click.pass_obj
-@handle_errors
-def role_grant(obj: Context, name: str, role_name: str, reason: str) -> None:
-    """Give the registered identity NAME one more ROLE (role.granted)."""
-    _role_event(obj, "role.granted", name, role_name, reason)
+def _role_command(verb: str, kind: str, doc: str) -> click.Command:
+    """``mlledger role grant`` and ``mlledger role revoke``: the same arguments, another kind."""
+
+    @role.command(name=verb, help=doc)
+    @click.argument("name")
+    @click.argument("role_name", metavar="ROLE", type=ROLE)
+    @click.option("--reason", required=True)
+    @click.pass_obj
+    @handle_errors
+    def command(obj: Context, name: str, role_name: str, reason: str) -> None:
+        _role_event(obj, kind, name, role_name, reason)
+
+    return command
 
 
-@role.command(name="revoke")
-@click.argument("name")
-@click.argument("role_name", metavar="ROLE", type=ROLE)
-@click.option("--reason", required=True)
-@click.pass_obj
-@handle_errors
-def role_revoke(obj: Context, name: str, role_name: str, reason: str) -> None:
-    """Take ROLE from NAME (role.revoked); actions after this entry may not use it."""
-    _role_event(obj, "role.revoked", name, role_name, reason)
+role_grant = _role_command("grant", "role.granted", "Give the registered identity NAME one more ROLE (role.granted).")
+role_revoke = _role_command("revoke", "role.revoked",
+                            "Take ROLE from NAME (role.revoked); actions after this entry may not use it.")
 
 
 @role.command(name="table")
