@@ -67,6 +67,21 @@ rules:
     meaning: approval
     exclude_trainer: true
     source: SR 11-7 (Federal Reserve, 2011) effective challenge by independent validation
+  - id: drift.share
+    kind: drift
+    statistic: drifted_share
+    limit: 0.75
+    source: >-
+      credit-production override of the baseline pack: with four numeric features and more than
+      10,000 rows, the KS test flags shifts too small to matter (Evidently moves to the Wasserstein
+      distance above 1,000 rows); the PSI rule (drift.psi, 0.2) governs
+monitor:
+  window: {window}
+  prediction_psi: 0.2
+retrain:
+  id: drift-retrain
+  trigger: [prediction-drift, input-drift]
+  data: reference+labelled
 """
 
 
@@ -189,7 +204,7 @@ def _data(s: Story, st: dict[str, Any]) -> None:
 
 def _policy(s: Story, st: dict[str, Any]) -> None:
     with s.stage("Publish the production policy (four-fifths + baseline packs, one model-risk approval)"):
-        Path("policy.yaml").write_text(POLICY)
+        Path("policy.yaml").write_text(POLICY.replace("{window}", str(_window(st["rows"]))))
         s.cli("policy", "publish", "policy.yaml", "--stage", "production", show=1)
         s.produced("policy.yaml", "the production policy")
 
@@ -308,13 +323,59 @@ def _drift_loop(s: Story, st: dict[str, Any]) -> None:
                 proc.wait(timeout=30)
 
 
-def _monitor_story(s: Story, st: dict[str, Any]) -> None:
-    """Filled in by the monitoring loop (issue 8) when its commands are installed."""
-    from ledger.cli import root
+def _window(rows: int) -> int:
+    return max(500, min(1000, rows // 10))
 
-    if "monitor" not in root.list_commands(click.Context(root)):
-        s.say("monitoring is not installed in this build; step skipped")
-        return
+
+def _monitor_story(s: Story, st: dict[str, Any]) -> None:
+    """Normal traffic, then drifted traffic; monitor -> alert -> loop -> approval -> promotion -> serving."""
+    import httpx
+
+    url, w = st["url"], _window(st["rows"])
+    normal = applicants(w, SEED + 4)
+    drifted = applicants(w, SEED + 5, shift=1.5)  # incomes and debts move: a new applicant population
+    seqs: list[int] = []
+
+    def send(frame: Any, tag: str) -> None:
+        records = frame.drop(columns=["approved"]).to_dict("records")
+        for i in range(0, len(records), 50):
+            chunk = records[i : i + 50]
+            r = httpx.post(f"{url}/v1/predict", json={"records": chunk, "subject_ids": [
+                f"{tag}-{i + j:05d}" for j in range(len(chunk))]}, timeout=60)
+            r.raise_for_status()
+            seqs.extend(p["receipt"]["seq"] for p in r.json()["predictions"])
+
+    send(normal, "n")
+    s.cli("monitor", "--model", "credit", code=(0, 1), show=1)
+    onset = time.perf_counter()
+    s.say(f"{w} decisions from a drifted population (incomes +18, debts up) from seq {len(seqs) and seqs[-1] + 1}")
+    send(drifted, "d")
+    out = s.cli("monitor", "--model", "credit", code=(0, 1))
+    s.metrics["detect"] = f"{time.perf_counter() - onset:.1f} s, {w} predictions (one window)"
+    s.say("\n".join(line for line in out.splitlines() if line.startswith("ALERT")) or "no alert")
+    labels = drifted.assign(seq=seqs[-w:])[["seq", "approved", "sex"]].rename(columns={"approved": "label"})
+    labels.to_csv("labels.csv", index=False)
+    s.cli("labels", "ingest", "labels.csv", "--group", "sex", show=1)
+    start = time.perf_counter()
+    out = s.cli("loop", "run", "--model", "credit", code=(0, 3), show=3)
+    if "needs approval" in out:
+        decision = _last_gate()
+        s.cli("approve", "--decision", str(decision), "--key", "keys/risk.pem", "--as", "risk@bank.example", show=1)
+        s.cli("loop", "run", "--model", "credit", show=2)
+    deadline = time.monotonic() + 30
+    while httpx.get(f"{url}/healthz").json().get("model") == s.metrics["fair"] and time.monotonic() < deadline:
+        time.sleep(0.2)
+    serving = httpx.get(f"{url}/healthz").json().get("model")
+    s.metrics["retrain_s"] = f"{time.perf_counter() - start:.1f} s (incl. the approval)"
+    s.say(f"the server now serves {serving}")
+    s.produced("labels.csv", "ground truth for the drifted window")
+
+
+def _last_gate() -> int:
+    from ledger.api import Ledger
+
+    with Ledger.open(".mlledger") as led:
+        return max(e.seq for e in led.iter(kind="gate.evaluated"))
 
 
 def _erase(s: Story, st: dict[str, Any]) -> None:
@@ -358,7 +419,7 @@ def summary(s: Story) -> None:
     total = time.perf_counter() - s.started
     click.secho(f"\nDone in {total:.1f} s. Everything is in {s.root}", bold=True)
     click.echo("\nLifecycle")
-    for k, label in (("deploy_s", "promotion to serving"), ("retrain_s", "trigger to new version serving"),
+    for k, label in (("deploy_s", "promotion and deployment"), ("retrain_s", "trigger to new version serving"),
                      ("detect", "drift onset to alert")):
         if k in s.metrics:
             click.echo(f"  {label:<34} {s.metrics[k]}")

@@ -238,8 +238,17 @@ def _data(ws: Workspace, st: LoopState, home: Path, actor: str) -> None:
     payload = DatasetRegistered(name=f"{st.model}-retrain-{st.trigger_seq}", sha256=digest, format=kind,
                                 size_bytes=size, rows=prof.rows, role="train", columns=prof.column_summaries(),
                                 sensitive_features=list(ref.sensitive), target=target, source=out.resolve().as_uri())
+    events = [Event(payload, actor=actor, subject=f"dataset:sha256:{digest}")]
+    schemas = [e.payload["schema_sha256"] for e in ws.ledger.iter(kind="dataset.validated")
+               if e.payload["dataset_sha256"] == ref.sha256]
+    if schemas:  # validated against the schema the reference was last validated with, in the same append
+        from policies._cli import _validation_event
+
+        schema_path = out.with_name("schema.yaml")
+        atomic_write(schema_path, ws.artifacts.get(schemas[-1]))
+        events.append(_validation_event(out, kind, digest, schema_path, actor, None)[0])
     _crash("before", "data")
-    ws.ledger.append(Event(payload, actor=actor, subject=f"dataset:sha256:{digest}"))
+    ws.ledger.append_many(events)
 
 
 def _train(ws: Workspace, st: LoopState, home: Path, actor: str) -> None:

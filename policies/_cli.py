@@ -101,7 +101,7 @@ def data_register(obj: Context, file: Path, role: str, name: str, sensitive: str
 
 
 def _validation_event(path: Path, kind: str, digest: str, schema_path: Path, actor: str,
-                      obj: Context) -> tuple[Event, bytes, bool]:
+                      obj: Context | None) -> tuple[Event, bytes, bool]:
     from policies.evidence._data import load_schema, validate_dataset
     from policies.kinds import DatasetValidated, ValidationCheck
 

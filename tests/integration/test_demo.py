@@ -32,10 +32,14 @@ def test_the_demo_tells_the_whole_story(tmp_path: Path) -> None:
     kinds = Counter(e.kind for e in entries)
     for kind in ("dataset.registered", "dataset.validated", "policy.published", "model.trained", "evidence.recorded",
                  "gate.evaluated", "approval.signed", "model.promoted", "model.deployed", "prediction.made",
-                 "prediction.batch", "subject.erased", "report.generated"):
+                 "prediction.batch", "subject.erased", "report.generated", "monitor.window", "monitor.alert",
+                 "label.received", "retrain.triggered", "model.undeployed"):
         assert kinds[kind] >= 1, kind
     decisions = [(e.payload["model"], e.payload["decision"]) for e in entries if e.kind == "gate.evaluated"]
     assert decisions[:2] == [("credit@1", "deny"), ("credit@2", "needs_approval")]
+    promoted = [e.payload["model"] for e in entries if e.kind == "model.promoted"]
+    assert promoted == ["credit@2", "credit@3"]  # the mitigated model, then the loop's retrain after drift
+    assert "the server now serves credit@3" in out.stdout and "ALERT" in out.stdout
     assert "impact ratio on sex" in out.stdout and "exit code 1: a CI pipeline stops here" in out.stdout
     for pdf in ("dossier.pdf", "bias-audit.pdf"):
         assert (d / pdf).read_bytes().startswith(b"%PDF-")
