@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -449,8 +451,29 @@ def run_loop(ws: Workspace, trigger_seq: int, *, home: Path, actor: str = ACTOR)
     raise RuntimeError(f"loop {trigger_seq} did not settle")  # a bug: every step records its completion
 
 
+@contextmanager
+def _exclusive(home: Path, name: str, stage: str) -> Iterator[None]:
+    """One loop runner per (model, stage) on this home: a second one waits (fcntl lock), so no step
+    runs twice beside another runner; the ledger's own checks back this up across machines."""
+    import fcntl
+
+    path = home / "loop" / f".{name}@{stage}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def run_loops(ws: Workspace, name: str, stage: str, *, home: Path, actor: str = ACTOR) -> list[str]:
     """Resume every unfinished loop of ``name`` at ``stage``, then start one for new alerts. Lines to print."""
+    with _exclusive(home, name, stage):
+        return _run_loops(ws, name, stage, home=home, actor=actor)
+
+
+def _run_loops(ws: Workspace, name: str, stage: str, *, home: Path, actor: str) -> list[str]:
     lines = []
     open_loops = [s for s in loop_states(ws, name, stage) if s.status in ("in-progress", "needs-approval")]
     for s in open_loops:

@@ -16,6 +16,7 @@ Registered through the ``mlledger.kinds`` entry point (``loop``).
 
 from __future__ import annotations
 
+import functools
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, StringConstraints
@@ -111,6 +112,14 @@ def _check_window(view: LedgerView, seq: int, actor: str | None, payload: dict[s
     mine = [e for e in view.of_kind("monitor.window")
             if e.payload["model"] == payload["model"] and e.payload["stage"] == payload["stage"]]
     span = (payload["first_seq"], payload["last_seq"])
+    if not span[0] <= span[1] < seq:
+        raise InputError(f"window {span[0]}..{span[1]} refused: a window covers earlier predictions only "
+                         f"(first_seq <= last_seq < {seq})")
+    ends = [view.get(span[0]), view.get(span[1])]
+    if any(e is None or e.kind != "prediction.made" or e.payload["model"].partition("@")[0] != payload["model"]
+           or e.payload["stage"] != payload["stage"] for e in ends):
+        raise InputError(f"window {span[0]}..{span[1]} refused: it must start and end on decisions of "
+                         f"{payload['model']} at {payload['stage']}")
     if payload.get("revises") is None:
         for e in mine:
             if e.payload["last_seq"] >= span[0] and e.payload["first_seq"] <= span[1]:
@@ -189,15 +198,20 @@ class IncidentClosed(Payload):
     resolution: Text
 
 
-def _check_incident_ref(view: LedgerView, seq: int, actor: str | None, payload: dict[str, Any]) -> None:
+def _check_incident_ref(view: LedgerView, seq: int, actor: str | None, payload: dict[str, Any],
+                        kind: str = "incident.closed") -> None:
+    """A report or closure names an opened incident; an incident is closed once and reported once.
+    A closed incident may still be reported: closing it does not discharge the duty to report."""
     from ledger.errors import InputError
 
     target = view.get(payload["incident_seq"])
     if target is None or target.kind != "incident.opened":
         raise InputError(f"refused: seq {payload['incident_seq']} is not an incident.opened entry")
-    if any(e.payload["incident_seq"] == payload["incident_seq"] for e in view.of_kind("incident.closed")):
-        raise InputError(f"refused: incident {payload['incident_seq']} is already closed")
+    done = [e.seq for e in view.of_kind(kind) if e.payload["incident_seq"] == payload["incident_seq"]]
+    if done:
+        what = "closed" if kind == "incident.closed" else "reported"
+        raise InputError(f"refused: incident {payload['incident_seq']} is already {what} (seq {done[0]})")
 
 
-register_check("incident.reported")(_check_incident_ref)
+register_check("incident.reported")(functools.partial(_check_incident_ref, kind="incident.reported"))
 register_check("incident.closed")(_check_incident_ref)

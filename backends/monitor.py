@@ -183,7 +183,8 @@ class Monitor:
         else:
             import pandas as pd  # type: ignore[import-untyped]
 
-            _a, _b, cr, cc = category_bins(pd.Series(ref.scores).astype(str), pd.Series(labels).astype(str))
+            _a, _b, cr, cc = category_bins(pd.Series(ref.scores).astype(str).value_counts(),
+                                           pd.Series(labels).astype(str).value_counts())  # counts, not values
         return PredictionStats(positive_rate=positive, score_mean=mean, psi=_round(population_stability(cr, cc)),
                                reference="training-data", reference_sha256=ref.sha256)
 

@@ -38,7 +38,7 @@ __all__ = ["ACTION_DOMAIN", "ActorSignature", "SignedAction", "action_message", 
 ACTION_DOMAIN: Final = b"mlledger/action/v1\n"
 
 Ts = Annotated[str, StringConstraints(pattern=r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")]
-B64Signature = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9+/]{86}==$")]
+B64Signature = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9+/]{85}[AQgw]==$")]  # canonical base64 only
 
 
 class ActorSignature(Payload):

@@ -46,7 +46,7 @@ VKey = Annotated[str, StringConstraints(pattern=r"^[^\s+]+\+[0-9a-f]{8}\+[A-Za-z
 
 Text = Annotated[str, StringConstraints(min_length=1, max_length=4096)]
 Identifier = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._@:/+-]{0,254}$")]
-B64Signature = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9+/]{86}==$")]
+B64Signature = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9+/]{85}[AQgw]==$")]  # canonical base64 only
 
 Role = Literal[
     "admin", "data-steward", "model-developer", "validator", "model-risk",

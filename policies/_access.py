@@ -176,6 +176,10 @@ def _guard(view: LedgerView, seq: int, kind: str, actor: str | None, subject: st
     if kind == "identity.registered":
         if enforced:
             problem = _registration_problem(view, _pending(view, seq, kind, actor, subject, payload), trusted, None)
+            earlier = [e.seq for e in view.of_kind("identity.registered")
+                       if payload.get("signature") and e.payload.get("signature") == payload["signature"]]
+            if problem is None and earlier:
+                problem = f"its admin signature was already used by the registration at seq {earlier[0]} (a replay)"
             if problem is not None:
                 raise InputError(f"identity.registered refused: {problem}")
         return

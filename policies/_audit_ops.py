@@ -35,7 +35,7 @@ def audit_operations(view: LedgerView, finding: Any) -> list[Any]:
     kinds = ("model.deployed", "model.undeployed", "prediction.made", "prediction.batch", "subject.erased",
              "incident.opened", "incident.reported")
     incidents: dict[int, dict[str, Any]] = {}
-    reported: set[int] = set()
+    reported: dict[int, int] = {}  # incident seq -> ts_us of its report
     for e in view.of_kind(*kinds):
         p = e.payload
         if e.kind == "model.deployed":
@@ -45,7 +45,7 @@ def audit_operations(view: LedgerView, finding: Any) -> list[Any]:
         elif e.kind == "incident.opened":
             incidents[e.seq] = p
         elif e.kind == "incident.reported":
-            reported.add(p["incident_seq"])
+            reported.setdefault(p["incident_seq"], parse_ts(e.ts))
         elif e.kind == "subject.erased":
             key = p["key_id"]
             n = uses.get(key, 0)
@@ -61,9 +61,15 @@ def audit_operations(view: LedgerView, finding: Any) -> list[Any]:
     now_us = time.time_ns() // 1000
     for seq, p in incidents.items():
         due = p.get("report_due")
-        if due is None or seq in reported:
+        if due is None:
             continue
         what = f"{p['severity']} incident on {p['model']} ({p['summary'][:80]})"
+        if seq in reported:
+            late = (reported[seq] - parse_ts(due)) / 86_400e6
+            if late > 0:
+                out.append(finding(seq, "violation", f"{what}: reported {late:.1f} days after its Art. 73 deadline "
+                                                     f"{due}"))
+            continue
         if parse_ts(due) < now_us:
             out.append(finding(seq, "violation", f"{what}: its report to the authority was due by {due} "
                                                  "(EU AI Act Art. 73) and none is recorded"))

@@ -57,6 +57,7 @@ def _identities(view: LedgerView, before: int | None) -> tuple[dict[str, Identit
     out: dict[str, Identity] = {}
     untrusted: list[Finding] = []
     keys = None
+    used: dict[str, int] = {}  # registration signature -> the seq of the registration that used it
     for e in view.of_kind("identity.registered", "role.granted", "role.revoked"):
         if before is not None and e.seq >= before:
             break
@@ -64,7 +65,12 @@ def _identities(view: LedgerView, before: int | None) -> tuple[dict[str, Identit
             untrusted.extend(_apply_role_event(view, e, out))
             continue
         p = e.payload
+        sig = p.get("signature")
         problem = _registration_problem(view, e, out, keys)
+        if problem is None and sig in used:  # a re-appended registration would undo later revocations
+            problem = f"its admin signature was already used by the registration at seq {used[sig]} (a replay)"
+        if sig is not None:
+            used.setdefault(sig, e.seq)
         if problem is not None:
             untrusted.append(Finding(e.seq, "violation", f"identity {p['name']} is not trusted: {problem}"))
             continue

@@ -170,7 +170,7 @@ class EvidenceRecorded(SignedAction):
 
 RuleOutcome = Literal["pass", "fail", "missing_evidence", "needs_approval"]
 Decision = Literal["allow", "deny", "needs_approval"]
-B64Signature = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9+/]{86}==$")]
+B64Signature = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9+/]{85}[AQgw]==$")]  # canonical base64 only
 Ts = Annotated[str, StringConstraints(pattern=r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")]
 Stage = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_-]{0,63}$")]
 

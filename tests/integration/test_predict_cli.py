@@ -234,15 +234,22 @@ def test_audit_flags_an_incident_not_reported_by_its_art_73_deadline(world: Path
     from datetime import UTC, datetime, timedelta
 
     from backends.incidents import open_incident, report_incident
+    from ledger.errors import InputError
 
     with Ledger.open(".mlledger") as led:
         late = open_incident(led, model="credit@1", severity="serious", summary="wrongful denials", actor="risk",
                              aware=datetime.now(UTC) - timedelta(days=16)).seq
         pending = open_incident(led, model="credit@1", severity="death", summary="harm", actor="risk").seq
         done = open_incident(led, model="credit@1", severity="widespread", summary="outage", actor="risk",
-                             aware=datetime.now(UTC) - timedelta(days=5)).seq
+                             aware=datetime.now(UTC) - timedelta(days=1)).seq
         report_incident(led, done, authority="market surveillance", reference="MSA-1", actor="risk")
+        tardy = open_incident(led, model="credit@1", severity="widespread", summary="leak", actor="risk",
+                              aware=datetime.now(UTC) - timedelta(days=5)).seq
+        report_incident(led, tardy, authority="market surveillance", reference="MSA-2", actor="risk")
+        with pytest.raises(InputError, match="already reported"):
+            report_incident(led, tardy, authority="market surveillance", reference="MSA-3", actor="risk")
     out = run("audit", code=1)
     assert f"seq {late}: serious incident on credit@1 (wrongful denials): its report to the authority was due" in out
     assert f"seq {pending}: death incident on credit@1 (harm): to be reported to the authority by" in out
-    assert f"seq {done}:" not in out and "1 violation(s)" in out
+    assert f"seq {tardy}: widespread incident on credit@1 (leak): reported 3.0 days after its Art. 73 deadline" in out
+    assert f"seq {done}:" not in out and "2 violation(s)" in out

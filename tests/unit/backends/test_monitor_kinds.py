@@ -125,12 +125,32 @@ def window(first: int, last: int, revises: int | None = None) -> Event:
     return Event(w, actor="system:monitor", subject="model:credit")
 
 
+def decisions(ledger: Ledger, n: int) -> None:
+    """``n`` decisions of credit@1 at production (seqs 1..n)."""
+    from backends.kinds import PredictionMade
+
+    ledger.append_many([Event(PredictionMade(
+        model="credit@1", artifact_sha256="a" * 64, stage="production", deployed_seq=0, input_commitment="b" * 64,
+        key_id="dk-" + "c" * 32, label=1, score=0.5, latency_ms=1.0, automated_decision=True),
+        actor="service", subject="model:credit@1") for _ in range(n)])
+
+
 def test_a_window_is_recorded_once_even_by_two_monitors(ledger: Ledger) -> None:
+    decisions(ledger, 30)
     first = ledger.append(window(10, 19))
-    with pytest.raises(InputError, match="overlaps the window recorded at seq 1"):
+    with pytest.raises(InputError, match=f"overlaps the window recorded at seq {first.seq}"):
         ledger.append(window(15, 24))
     ledger.append(window(20, 29))
     second = ledger.append(window(10, 19, revises=first.seq))
     with pytest.raises(InputError, match="is not the latest record of window 10..19"):
         ledger.append(window(10, 19, revises=first.seq))
     ledger.append(window(10, 19, revises=second.seq))
+
+
+def test_a_window_must_cover_earlier_decisions_of_its_model(ledger: Ledger) -> None:
+    decisions(ledger, 5)
+    with pytest.raises(InputError, match="covers earlier predictions only"):
+        ledger.append(window(1, 10**12))  # a bogus window that would silence monitoring for good
+    with pytest.raises(InputError, match="must start and end on decisions of credit"):
+        ledger.append(window(0, 3))  # seq 0 is the genesis entry
+    ledger.append(window(1, 5))
