@@ -300,15 +300,30 @@ def erase(obj: Context, subject: str | None, reason: str | None, request_ref: st
         receipt = keys.erase(subject, request_ref=request_ref or f"seq-{ledger.head_size()}",
                              legal_ground=legal_ground, reason=reason, actor=_actor(actor))
         key_id = ledger.get(receipt.seq).payload["key_id"]
+    purged = _purge_loop_data(obj.home)
     if fmt == "json":
-        echo_json({"seq": receipt.seq, "key_id": key_id})
+        echo_json({"seq": receipt.seq, "key_id": key_id, "loop_files_removed": [str(p) for p in purged]})
     else:
         click.echo(f"subject.erased at seq {receipt.seq}: key {key_id} destroyed", err=False)
+        if purged:
+            click.echo(f"removed {len(purged)} retraining file(s) that could hold the subject's inputs "
+                       f"({', '.join(str(p) for p in purged)}); models already trained on them remain", err=True)
     if not keys.wal_cleared:
         click.echo("note: another process holds the database open, so SQLite's write-ahead log could not be "
                    "truncated yet; the destroyed key's old page stays in it until that process ends or the "
                    "next erasure succeeds", err=True)
     sys.stdout.flush()
+
+
+def _purge_loop_data(home: Path) -> list[Path]:
+    """Delete the closed loop's training files (``<home>/loop/*/train.csv``): they are derived from
+    stored inputs, so they may hold an erased subject's. Later loops rebuild theirs from the root
+    reference and the live (erasable) stored inputs; the ledger keeps each file's hash."""
+    removed = []
+    for path in sorted((home / "loop").glob("*/train.csv")):
+        path.unlink()
+        removed.append(path)
+    return removed
 
 
 @click.command()

@@ -47,6 +47,9 @@ Scope = MutableMapping[str, Any]
 ASGIApp = Callable[[Scope, Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]], Awaitable[None]]
 
 
+RECEIPT_KINDS = frozenset({"prediction.made", "prediction.batch", "human.reviewed"})
+"""The entries GET /v1/receipts/SEQ serves: decisions and their reviews (no personal data)."""
+
 CHECKPOINT_MIN_S = 1.0
 """Proof requests sign a checkpoint when none covers the entry, at most once per this many seconds."""
 
@@ -363,7 +366,10 @@ def create_app(cfg: ServeConfig) -> FastAPI:
     def entry(seq: int, _who: str | None = Depends(auth.dependency("proofs", "/v1/receipts/{seq}"))) -> Response:
         if seq < 0 or seq >= state.ledger.head_size():
             raise HTTPException(404, f"no entry at seq {seq}")
-        return Response(state.ledger.get(seq).raw, media_type="application/json")
+        found = state.ledger.get(seq)
+        if found.kind not in RECEIPT_KINDS:  # the rest of the ledger is for auditors, through export
+            raise HTTPException(404, f"no receipt at seq {seq}")
+        return Response(found.raw, media_type="application/json")
 
     app.add_middleware(_BodyLimit, limit=cfg.max_body)
     return app

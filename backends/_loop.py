@@ -201,6 +201,23 @@ def _training(ws: Workspace, ref: str) -> Entry:
     return e
 
 
+def _root_reference(ws: Workspace, digest: str) -> Any:
+    """The first training dataset of the lineage that no loop wrote: each loop starts from it plus the
+    labelled decisions read live from the erasable store, so an erased subject's input is never carried
+    forward from an earlier loop's file, and no labelled row is counted twice."""
+    import re
+
+    ds = ws.dataset(digest, check_file=False)
+    seen: set[str] = set()
+    while (m := re.search(r"-retrain-(\d+)$", ds.name)) and ds.sha256 not in seen:
+        seen.add(ds.sha256)
+        t = ws.ledger.get(int(m.group(1)))
+        if t.kind != "retrain.triggered":
+            break
+        ds = ws.dataset(_training(ws, t.payload["incumbent"]).payload["training_data"][0], check_file=False)
+    return ws.dataset(ds.sha256)
+
+
 def _data(ws: Workspace, st: LoopState, home: Path, actor: str) -> None:
     """(2) Write the retraining data deterministically and register it."""
     import pandas as pd  # type: ignore[import-untyped]
@@ -211,7 +228,7 @@ def _data(ws: Workspace, st: LoopState, home: Path, actor: str) -> None:
     from policies.evidence._data import detect_format, file_digest, profile_dataset
 
     trained = _training(ws, st.incumbent).payload
-    ref = ws.dataset(trained["training_data"][0])
+    ref = _root_reference(ws, trained["training_data"][0])
     frame = ws.load_frame(ref)
     target = trained["target"]
     if st.data == "reference+labelled":

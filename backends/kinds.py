@@ -176,7 +176,7 @@ class MonitorAlert(Payload):
     """
 
     kind: Literal["alias-drift", "unrecorded-version", "unknown-artifact", "prediction-drift", "input-drift",
-                  "latency", "accuracy", "fairness"]
+                  "latency", "accuracy", "fairness", "monitor-blind"]
     model: Identifier
     stage: Stage | None = None
     detail: Detail

@@ -148,7 +148,12 @@ class Monitor:
         digests = trained.payload["training_data"] if trained is not None else []
         if not digests:
             raise InputError(f"{version_ref} names no training data: no reference to monitor against")
-        ds = self.ws.dataset(digests[0], check_file=True)
+        ds = self.ws.dataset(digests[0], check_file=False)
+        if not ds.path.exists() and "-retrain-" in ds.name:  # removed by an erasure: its lineage's root stands in
+            from backends._loop import _root_reference
+
+            ds = _root_reference(self.ws, ds.sha256)
+        ds = self.ws.dataset(ds.sha256, check_file=True)
         frame = self.ws.load_frame(ds)
         est = self.ws.load_model(m)
         needed = [c for c in getattr(est, "sensitive", None) or [] if c not in m.features]
@@ -260,6 +265,9 @@ class Monitor:
         s = self.settings
         found: list[tuple[str, str, float, float, str]] = []  # kind, statistic, value, threshold, detail
         if not labels_only:
+            if w.prediction.reference == "none":  # fail closed: drift cannot be measured, say so loudly
+                found.append(("monitor-blind", "reference", 0.0, 0.0, "no reference (the served version's training "
+                              "data is missing or changed): drift is not measured"))
             if w.prediction.psi is not None and w.prediction.psi > s.prediction_psi:
                 found.append(("prediction-drift", "prediction_psi", w.prediction.psi, s.prediction_psi,
                               f"prediction PSI {w.prediction.psi:.3f} > {s.prediction_psi}"))

@@ -124,7 +124,9 @@ class Store:
                     "or pass --ledger"
                 )
             if create:
-                path.parent.mkdir(parents=True, exist_ok=True)
+                if not path.parent.exists():  # the ledger home holds subject keys: owner only
+                    path.parent.mkdir(parents=True, mode=0o700)
+                path.touch(mode=0o600, exist_ok=True)  # before SQLite creates it (and its -wal/-shm) 0644
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 60}
         elif backend == "postgresql":
             if parsed.get_driver_name() != "psycopg":

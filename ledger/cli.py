@@ -247,6 +247,8 @@ def init(obj: Context, origin: str | None, fmt: str) -> None:
     key_dir = obj.home / "keys"
     if (key_dir / "log.pem").exists():
         raise InputError(f"{key_dir / 'log.pem'} already exists: is there a ledger here already?")
+    if not obj.home.exists():  # keys, artifacts and (for SQLite) subject keys live here: owner only
+        obj.home.mkdir(parents=True, mode=0o700)
     with keys.new_signer_files(signer, key_dir, "log") as (pem, encrypted), \
             Ledger.init(obj.location, origin=origin, verifier_key=signer.verifier_key,
                         actor=f"user:{getpass.getuser()}") as ledger:

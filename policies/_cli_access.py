@@ -266,7 +266,7 @@ MAX_KEY_AGE_DAYS = 365
 def doctor(obj: Context, max_age: int, fmt: str) -> None:
     """Report key hygiene problems: unsafe file permissions, unencrypted keys, an old ledger key,
     and a ledger that is not access-controlled. Exit 1 when any problem is found."""
-    problems = _key_file_problems(obj.home / "keys")
+    problems = _store_file_problems(obj.home) + _key_file_problems(obj.home / "keys")
     if obj.identity_path is not None:
         problems += _key_file_problems(obj.identity_path)
     from ledger.api import Ledger
@@ -281,6 +281,18 @@ def doctor(obj: Context, max_age: int, fmt: str) -> None:
         click.echo(f"doctor: {len(problems)} problem(s)")
     if problems:
         sys.exit(1)
+
+
+def _store_file_problems(home: Path) -> list[str]:
+    """The ledger home and its database files hold subject keys and sealed inputs: owner only."""
+    out: list[str] = []
+    paths = [home, *sorted(home.glob("*.db")), *sorted(home.glob("*.db-wal")), *sorted(home.glob("*.db-shm"))]
+    for path in paths if home.is_dir() else []:
+        mode = path.stat().st_mode & 0o777
+        if mode & 0o077:
+            out.append(f"{path} is readable by group or others (mode {mode:04o}); it holds subject keys and stored "
+                       f"inputs: chmod {'700' if path.is_dir() else '600'} {path}")
+    return out
 
 
 def _key_file_problems(where: Path) -> list[str]:

@@ -313,3 +313,44 @@ def test_labels_match_decisions_by_request_id(world: Path) -> None:
     assert "no recorded decision has request_id 'req-8'" in run("labels", "ingest", "unknown-id.csv", code=2)
     Path("contradicts.csv").write_text(f"request_id,label\nreq-7,{d.label}\n")
     assert "already has label" in run("labels", "ingest", "contradicts.csv", code=2)
+
+
+def test_erasure_removes_the_subjects_input_from_retraining_data(world: Path) -> None:
+    drifted_world(AUTO)
+    assert "credit@2 promoted" in run("loop", "run", "--model", "credit")
+    (trig,) = [s for s, k, _p in kinds() if k == "retrain.triggered"]
+    loop_csv = Path(".mlledger") / "loop" / str(trig) / "train.csv"
+    victim = pd.read_csv("drift.csv").iloc[3]
+    needle = repr(float(victim["income"])).encode()
+    assert needle in loop_csv.read_bytes()  # the decrypted input of a labelled decision
+    out = run("erase", "--subject", "drift-3", "--reason", "request")
+    assert "removed 1 retraining file(s)" in out and not loop_csv.exists()
+    # a later loop rebuilds its data from the root reference and the live store: the erased input is gone,
+    # and the labelled rows are not counted twice
+    score("drift2", 13, 2.5)
+    from click.testing import CliRunner
+
+    from ledger.cli import root
+
+    CliRunner().invoke(root, ["monitor", "--model", "credit"])  # alerts (exit 1) on the new drift
+    assert "credit@3" in run("loop", "run", "--model", "credit")
+    with Ledger.open(".mlledger") as led:
+        rows = [e.payload["rows"] for e in led.iter(kind="dataset.registered") if "-retrain-" in e.payload["name"]]
+    assert rows == [3000 + 200, 3000 + 199]
+    for path in Path(".mlledger").rglob("*.csv"):
+        assert needle not in path.read_bytes(), path
+
+
+def test_a_missing_reference_is_an_alert_not_silence(world: Path) -> None:
+    publish(AUTO)
+    score("blind", 11, 5.0)
+    with Ledger.open(".mlledger") as led:  # the served version's training data (registered by path) goes away
+        source = next(e.payload["source"] for e in led.iter(kind="dataset.registered") if e.payload["role"] == "train")
+    path = Path(source.removeprefix("file://"))
+    path.rename(path.with_suffix(".moved"))
+    try:
+        out = run("monitor", "--model", "credit", code=1)
+    finally:
+        path.with_suffix(".moved").rename(path)
+    assert "ALERT monitor-blind" in out and "drift is not measured" in out
+    assert [a["kind"] for a in of_kind("monitor.alert")] == ["monitor-blind"]

@@ -73,6 +73,7 @@ def test_a_receipt_proof_verifies_offline(world: Path) -> None:
         proof = httpx.get(f"{url}/v1/receipts/{seq}/proof")
         stored = httpx.get(f"{url}/v1/receipts/{seq}").content
         assert httpx.get(f"{url}/v1/receipts/999999/proof").status_code == 404
+        assert httpx.get(f"{url}/v1/receipts/1").status_code == 404  # a dataset registration: not a receipt
     assert proof.status_code == 200
     Path("r.proof").write_bytes(proof.content)
     Path("r.entry").write_bytes(stored)

@@ -249,3 +249,29 @@ def test_without_access_control_unsigned_actions_are_written_and_reported_once(w
 def test_unsigned_entries_keep_their_pre_issue_12_bytes() -> None:
     """An absent actor_signature is omitted: entries written before issue 12 verify unchanged."""
     assert "actor_signature" not in Event(_policy(1), actor="a").to_json()["payload"]
+
+
+def test_init_keeps_the_ledger_home_private_and_doctor_flags_a_readable_database(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+    import stat
+
+    from click.testing import CliRunner
+
+    from ledger.cli import root
+
+    monkeypatch.chdir(tmp_path)
+    for var in ("MLLEDGER_URL", "MLLEDGER_HOME", "MLLEDGER_IDENTITY"):
+        monkeypatch.delenv(var, raising=False)
+    old = os.umask(0o022)
+    try:
+        assert CliRunner().invoke(root, ["init", "--origin", "example.com/perm"]).exit_code == 0
+    finally:
+        os.umask(old)
+    home, db = tmp_path / ".mlledger", tmp_path / ".mlledger" / "ledger.db"
+    assert stat.S_IMODE(home.stat().st_mode) == 0o700 and stat.S_IMODE(db.stat().st_mode) == 0o600
+    out = CliRunner().invoke(root, ["doctor"]).output
+    assert "ledger.db is readable" not in out
+    db.chmod(0o644)
+    out = CliRunner().invoke(root, ["doctor"])
+    assert out.exit_code == 1 and "ledger.db is readable by group or others (mode 0644)" in out.output
