@@ -60,19 +60,17 @@ def _fresh_checkpoint(obj: Context, fmt: str) -> None:
         click.echo(f"signed checkpoint {cp.size} with {obj.log_key_path}", err=True)
 
 
-def _read_event(obj: Context, output: Path, size: int | None, *, check: bool) -> None:
-    """Check (before the export) or append (after it) the access.read entry of a bundle export."""
+def _read_event(obj: Context, output: Path, size: int | None) -> None:
+    """Record the access.read of a bundle export durably BEFORE anything is read (HIPAA 164.312(b)):
+    a refused or failed record means no export; a crash after it leaves the read on record."""
     from ledger.cli import _default_actor
     from ledger.events import Event
     from ledger.kinds import AccessRead
 
-    detail = f"entries 0..{size - 1}" if size else None
+    detail = f"entries 0..{size - 1}" if size else "the whole log, at a checkpoint signed now"
     event = Event(AccessRead(what="bundle", target=str(output), detail=detail), actor=_default_actor())
     with obj.open() as ledger:
-        if check:
-            ledger.check_access(event)
-        else:
-            ledger.append(event)
+        ledger.append(event)
 
 
 @click.command()
@@ -93,7 +91,7 @@ def export(obj: Context, output: Path, size: int | None, fmt: str) -> None:
     but a trusted .vkey file. The export is recorded (access.read, HIPAA 164.312(b)); in an
     access-controlled ledger only an auditor may export.
     """
-    _read_event(obj, output, None, check=True)
+    _read_event(obj, output, size)
     if size is None:
         _fresh_checkpoint(obj, fmt)
     with obj.open() as ledger:
@@ -106,7 +104,6 @@ def export(obj: Context, output: Path, size: int | None, fmt: str) -> None:
             manifest = export_bundle(ledger, output, size=size)
         covering = ledger.checkpoint_of_size(manifest.size)
     assert covering is not None
-    _read_event(obj, output, manifest.size, check=False)
     out = {"path": str(output), "origin": manifest.origin, "size": manifest.size,
            "root": covering.root.hex(), "entries_sha256": manifest.entries_sha256,
            "created": manifest.created}

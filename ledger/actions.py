@@ -119,4 +119,8 @@ def identity_for_key(ledger: Any, key: Ed25519PrivateKey, *, where: str) -> str:
     if not names:
         raise InputError(f"{where}: its public key belongs to no registered identity of this ledger "
                          "(register it with 'mlledger identity register')")
+    distinct = sorted(set(names))
+    if len(distinct) > 1:  # e.g. someone registered another name with this key: never guess which one acts
+        raise InputError(f"{where}: its public key is registered under several names ({', '.join(distinct)}); "
+                         "an admin must resolve it (revoke the wrong registration's roles) before this key can act")
     return str(names[-1])

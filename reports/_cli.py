@@ -62,7 +62,7 @@ def _run(obj: Context, kind: str, ref: str | None, output: Path, fmt: str, actor
 
         # The read is logged (HIPAA 164.312(b)); access control refuses it, before any work, without the role.
         read = Event(AccessRead(what="report", target=f"{kind}:{ref or 'ledger'}", detail=str(output)), actor=who)
-        ledger.check_access(read)
+        ledger.append(read)  # recorded before anything is read: refused without the role, kept if the run dies
         verified = ledger.verify()
         if verified.ok and signer is not None and size is None:
             try:  # the certificate then shows a checkpoint of exactly the covered tree
@@ -79,7 +79,6 @@ def _run(obj: Context, kind: str, ref: str | None, output: Path, fmt: str, actor
             raise IntegrityError(f"the ledger fails verification at seq {verified.bad_seq} ({verified.reason}); "
                                  f"{output} says so; report.generated was not recorded")
         receipt = record(ledger, rep, actor=who)
-        ledger.append(read)
     what = f"{kind} report" + (f" of {ref}" if ref else "")
     click.echo(f"wrote {output}: {what} ({fmt}, {len(rep.content):,} bytes, sha256 {rep.sha256})")
     click.echo(f"  covers tree size {rep.tree_size}, root {rep.root}")

@@ -79,9 +79,13 @@ def test_the_dossier_has_every_section_and_the_recorded_numbers(world: Path) -> 
 def test_report_generated_names_the_pdf_hash_and_the_tree_it_covers(world: Path) -> None:
     out = world / "ledger.pdf"
     with Ledger.open(str(world / ".mlledger")) as led:
-        size = led.head_size()
-        root_hex = led.root_at(size).hex()
+        before = led.head_size()
     report(world, "ledger", "-o", str(out))
+    (read,) = [e for e in entries(world, "access.read") if e["seq"] == before]  # the read is logged first
+    assert read["what"] == "report" and read["target"] == "ledger:ledger"
+    size = before + 1  # the report covers the log up to and including its access.read
+    with Ledger.open(str(world / ".mlledger")) as led:
+        root_hex = led.root_at(size).hex()
     last = entries(world, "report.generated")[-1]
     assert last["seq"] == size
     assert last["report_sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
