@@ -19,7 +19,7 @@ from __future__ import annotations
 import functools
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, StringConstraints
+from pydantic import Field, SerializerFunctionWrapHandler, StringConstraints, model_serializer
 
 from ledger.events import Payload, Sha256Hex, register, register_check
 from ledger.view import LedgerView
@@ -133,10 +133,22 @@ def _check_window(view: LedgerView, seq: int, actor: str | None, payload: dict[s
 
 @register("label.received")
 class LabelReceived(Payload):
+    """The ground truth of one decision. Group membership (special-category data, GDPR Art. 9) is never
+    in the entry: it is sealed under the decision's subject key (erasable) and named here by its keyed
+    commitment ``groups_commitment``. ``groups`` stays empty (it exists for entries written before)."""
+
     prediction_seq: Seq
     label: Label
     groups: dict[Column, Short] = Field(default_factory=dict)
     source_sha256: Sha256Hex  # the labels file
+    groups_commitment: Sha256Hex | None = None
+
+    @model_serializer(mode="wrap")
+    def _omit_absent_commitment(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        if self.groups_commitment is None:  # entries written before it keep their bytes
+            data.pop("groups_commitment", None)
+        return data
 
 
 @register_check("label.received")

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import orjson
 
 from backends.kinds import MonitorAlert
 from backends.kinds_loop import (
@@ -223,8 +224,20 @@ class Monitor:
         return InputDrift(computed=True, rows=len(rows), psi=psi,
                           drifted=sorted(k for k, v in psi.items() if v > self.settings.input_psi))
 
+    def _groups(self, label: Entry, pred: Entry) -> dict[str, str]:
+        """A label's group membership: from the erasable store (nothing once the subject is erased)."""
+        commitment = label.payload.get("groups_commitment")
+        if commitment is None:
+            return dict(label.payload.get("groups") or {})
+        try:
+            raw = self.keys.read_sealed(pred.payload["key_id"], bytes.fromhex(commitment))
+        except InputError:
+            return {}
+        return dict(orjson.loads(raw)["groups"])
+
     def _label_stats(self, preds: Sequence[Entry], labels: Iterable[Entry]) -> LabelStats:
         by_seq = {e.seq: e.payload["label"] for e in preds}
+        preds_by_seq = {e.seq: e for e in preds}
         latest: dict[int, Entry] = {}
         for e in labels:
             if e.payload["prediction_seq"] in by_seq:
@@ -234,7 +247,7 @@ class Monitor:
         hits = [by_seq[s] == e.payload["label"] for s, e in latest.items()]
         groups: dict[str, dict[str, list[tuple[bool, bool]]]] = {}
         for s, e in latest.items():
-            for col, g in e.payload["groups"].items():
+            for col, g in self._groups(e, preds_by_seq[s]).items():
                 groups.setdefault(col, {}).setdefault(g, []).append((_positive(by_seq[s]), by_seq[s] == e.payload[
                     "label"]))
         out: dict[str, dict[str, GroupStats]] = {}
@@ -394,14 +407,18 @@ def ingest_labels(ws: Workspace, path: Any, *, label_column: str = "label", grou
         raise InputError(f"{p}: no rows")
     digest = hashlib.sha256(raw).hexdigest()
     preds: dict[int, Any] = {}
+    key_of: dict[int, str] = {}
     by_request: dict[str, int] = {}
     for e in ws.ledger.iter(kind="prediction.made"):
         preds[e.seq] = e.payload["label"]
+        key_of[e.seq] = e.payload["key_id"]
         if e.payload.get("request_id"):
             by_request[e.payload["request_id"]] = e.seq
     known = {e.payload["prediction_seq"]: e.payload["label"] for e in ws.ledger.iter(kind="label.received")}
     events: list[Event] = []
     seen: set[int] = set()
+    keys = SubjectKeys(ws.ledger)
+    to_seal: list[Any] = []
     for i, row in enumerate(frame.to_dict("records")):
         where = f"{p}:{i + 2}"  # header is line 1
         key = str(row[by]).strip()
@@ -422,10 +439,23 @@ def ingest_labels(ws: Workspace, path: Any, *, label_column: str = "label", grou
                 raise InputError(f"{where}: decision {seq} already has label {known[seq]!r}; labels are not "
                                  "overwritten (record a human.reviewed override instead)")
             continue
-        payload = LabelReceived(prediction_seq=seq, label=label, groups={g: str(row[g]) for g in groups},
-                                source_sha256=digest)
+        commitment = None
+        if groups:  # special-category data: sealed under the subject's key, never in the entry
+            subject_key = keys.by_id(key_of[seq]) if key_of[seq].startswith("sk-") else None
+            if subject_key is None:
+                raise InputError(f"{where}: decision {seq} has no live data-subject key, so its group membership "
+                                 "could not be erased later; record groups only for decisions made with a subject "
+                                 "id (or leave out --group); nothing was written")
+            record = {"groups": {g: str(row[g]) for g in groups}, "prediction_seq": seq}
+            sealed = subject_key.commit(record)
+            to_seal.append((subject_key, sealed, record))
+            commitment = sealed.hex()
+        payload = LabelReceived(prediction_seq=seq, label=label, source_sha256=digest, groups_commitment=commitment)
         events.append(Event(payload, actor=actor, subject=f"prediction:{seq}"))
-    return ws.ledger.append_many(events) if events else []
+    receipts = ws.ledger.append_many(events) if events else []
+    if to_seal:
+        keys.store_sealed(to_seal)  # only for labels that are recorded
+    return receipts
 
 
 def _as_label(value: Any, like: Any, where: str) -> Any:

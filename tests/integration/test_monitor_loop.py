@@ -354,3 +354,27 @@ def test_a_missing_reference_is_an_alert_not_silence(world: Path) -> None:
         path.with_suffix(".moved").rename(path)
     assert "ALERT monitor-blind" in out and "drift is not measured" in out
     assert [a["kind"] for a in of_kind("monitor.alert")] == ["monitor-blind"]
+
+
+def test_group_membership_never_enters_a_label_entry(world: Path) -> None:
+    publish(AUTO)
+    truth = score("grp", 11, 0.0)
+    truth[["seq", "label", "sex"]].to_csv("labels.csv", index=False)
+    run("labels", "ingest", "labels.csv", "--group", "sex")
+    labels = of_kind("label.received")
+    assert labels and all(p["groups"] == {} and len(str(p["groups_commitment"])) == 64 for p in labels)
+    with Ledger.open(".mlledger") as led:
+        raw = b"".join(e.raw for e in led.iter(kind="label.received"))
+    assert b"female" not in raw and b'"male"' not in raw
+    out = run("monitor", "--model", "credit")  # the window's per-group rates still come from the sealed store
+    windows = of_kind("monitor.window")
+    assert set(windows[-1]["labels"]["groups"]["sex"]) == {"female", "male"}, out
+    # a decision without a subject key: its group membership could never be erased, so it is refused
+    frame = applicants(5, 21).drop(columns=["approved"])
+    frame.to_csv("anon.csv", index=False)
+    run("predict", "--model", "credit@production", "--input", "anon.csv", "--output", "anon-out.csv")
+    anon = pd.read_csv("anon-out.csv")
+    pd.DataFrame({"seq": anon["seq"], "label": 1, "sex": "female"}).to_csv("anon-labels.csv", index=False)
+    before = head_size()
+    assert "no live data-subject key" in run("labels", "ingest", "anon-labels.csv", "--group", "sex", code=2)
+    assert head_size() == before
