@@ -667,12 +667,12 @@ def test_cli_export_signs_a_fresh_checkpoint_and_verify_bundle_passes(home: Path
     out = run("--ledger", home, "export", "-o", tmp_path / "b.zip", "--format", "json")
     assert out.exit_code == 0, out.output
     exported = json.loads(out.stdout)
-    assert exported["size"] == 9 and exported["origin"] == ORIGIN
+    assert exported["size"] == 9 + 1 and exported["origin"] == ORIGIN  # the export's own access.read is in it
     ok = run("verify-bundle", tmp_path / "b.zip", "--trust", home / "keys" / "log.vkey", "--format", "json")
     assert ok.exit_code == 0, ok.output
     assert json.loads(ok.stdout)["root"] == exported["root"]
     text = run("verify-bundle", tmp_path / "b.zip", "--trust", home / "keys" / "log.vkey")
-    assert text.exit_code == 0 and text.stdout.startswith(f"ok: 9 entries of {ORIGIN} verify")
+    assert text.exit_code == 0 and text.stdout.startswith(f"ok: 10 entries of {ORIGIN} verify")
 
 
 def test_cli_export_without_the_log_key_exports_the_latest_checkpoint(home: Path, tmp_path: Path) -> None:
