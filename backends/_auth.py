@@ -63,6 +63,11 @@ class TokenAuth:
         self._stop = threading.Event()
         self._flusher = threading.Thread(target=self._flush_loop, name="mlledger-access-denied", daemon=True)
         self.refresh(force=True)
+        if mode == "unsafe-off" and any(True for _ in ledger.iter(kind=["access.enabled"], limit=1)):
+            from ledger.errors import InputError
+
+            raise InputError("--auth unsafe-off is refused: this ledger is access-controlled, so every decision "
+                             "and review must be made by an authenticated identity (issue tokens instead)")
 
     # -- the token table ------------------------------------------------------------------
 

@@ -93,6 +93,9 @@ def serve(obj: Context, model: str, stage: str, host: str, port: int, workers: i
                       record=not bench_unrecorded, max_body=max_body, max_records=max_records,
                       auth=auth,  # type: ignore[arg-type]
                       identity=str(obj.identity_path.resolve()) if obj.identity_path else None)
+    if auth == "unsafe-off" and host not in ("127.0.0.1", "::1", "localhost"):
+        raise InputError(f"--auth unsafe-off is only allowed on loopback (not --host {host}): anyone who can reach "
+                         "the port could score and review as the server")
     if auth == "unsafe-off":
         click.echo("WARNING: --auth unsafe-off: serving WITHOUT authentication; anyone who can reach the port "
                    "can score and review", err=True)

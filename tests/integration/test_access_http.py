@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import sqlite3
+import subprocess
 import time
 from pathlib import Path
 
@@ -214,3 +215,18 @@ def test_the_server_signs_the_deployment_it_follows_as_its_identity(world: Path)
     deployed = next(e for e in entries("model.deployed") if e["payload"]["model"] == ref)  # type: ignore[index]
     assert deployed["actor"] == "dana" and "actor_signature" in deployed["payload"]  # type: ignore[operator]
     assert "audit: 0 violation(s)" in run("audit")
+
+
+def test_serving_without_authentication_is_refused_off_loopback_and_on_an_access_controlled_ledger(
+        world: Path) -> None:
+    from tests.integration.serving_world import cli_command
+
+    def serve(*extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(cli_command("serve", "--model", "credit", "--port", "1", "--auth", "unsafe-off", *extra),
+                              capture_output=True, text=True, timeout=120)
+
+    off_loopback = serve("--host", "0.0.0.0")
+    assert off_loopback.returncode == 2 and "only allowed on loopback" in off_loopback.stderr
+    run("--as", ADMIN, "access", "enable", "--reason", "go live")
+    controlled = serve()
+    assert controlled.returncode == 2 and "this ledger is access-controlled" in controlled.stderr
