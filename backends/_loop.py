@@ -491,11 +491,20 @@ def run_loops(ws: Workspace, name: str, stage: str, *, home: Path, actor: str = 
 
 
 def _run_loops(ws: Workspace, name: str, stage: str, *, home: Path, actor: str) -> list[str]:
+    from backends.serving import holder
+
     lines = []
     open_loops = [s for s in loop_states(ws, name, stage) if s.status in ("in-progress", "needs-approval")]
     for s in open_loops:
         lines.append(_describe(run_loop(ws, s.trigger_seq, home=home, actor=actor)))
-    if all(s.status == "completed" or s.status == "failed-gate" for s in loop_states(ws, name, stage)):
+    states = loop_states(ws, name, stage)
+    held = holder(ws, name, stage)
+    tried = [s for s in states if held is not None and s.incumbent == held[0] and s.status == "failed-gate"]
+    if tried:  # no retrain storm: one failed loop per incumbent, then people decide (its incident is open)
+        lines.append(f"no new loop from {tried[-1].incumbent}: loop {tried[-1].trigger_seq} already retrained it and "
+                     f"its gate denied (incident at seq {tried[-1].incident}); resolve the incident, or promote a "
+                     "version by hand")
+    elif all(s.status == "completed" or s.status == "failed-gate" for s in states):
         seq = trigger(ws, name, stage, actor=actor)
         if seq is not None:
             lines.append(f"retrain.triggered at seq {seq}")

@@ -17,8 +17,10 @@ from pathlib import Path
 import httpx
 import pandas as pd
 import pytest
+from click.testing import CliRunner
 
 from ledger.api import Ledger
+from ledger.cli import root
 from tests.integration.serving_world import ENV_CLEAR, cli_command, head_size, run, server
 from tests.integration.test_evidence_cli import applicants
 
@@ -195,6 +197,12 @@ def test_denied_retrain_keeps_the_incumbent_and_opens_an_incident(world: Path) -
     assert "failed-gate" in run("loop", "status")
     run("loop", "run", "--model", "credit")  # nothing more: the loop is finished
     assert len(of_kind("incident.opened")) == 1 and len(of_kind("retrain.triggered")) == 1
+    # drift goes on: no retrain storm from the same incumbent (one failed loop, then people decide)
+    score("drift-more", 13, 2.0)
+    CliRunner().invoke(root, ["monitor", "--model", "credit"])
+    out = run("loop", "run", "--model", "credit")
+    assert "no new loop from credit@1" in out and "resolve the incident" in out
+    assert len(of_kind("retrain.triggered")) == 1 and len(of_kind("incident.opened")) == 1
 
 
 CRASH_CHAINS = {
