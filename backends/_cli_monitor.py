@@ -98,7 +98,9 @@ def monitor(obj: Context, name: str, stage: str, window: int | None, every: str 
                     failures.append(str(exc))
             if not run.windows and fmt == "text":
                 click.echo(f"no new full window for {name} at {stage}", err=True)
-            if retrain and run.alerts:
+            for why in run.skipped:
+                click.echo(f"note: another monitor recorded that window first ({why})", err=True)
+            if retrain:  # the loop finds every alert not yet taken, whichever monitor recorded it
                 from backends._loop import run_loops
 
                 for line in run_loops(ws, name, stage, home=obj.home, actor=_actor(actor, "system:loop")):

@@ -350,9 +350,9 @@ def _monitor_story(s: Story, st: dict[str, Any]) -> None:
     onset = time.perf_counter()
     s.say(f"{w} decisions from a drifted population (incomes +18, debts up) from seq {len(seqs) and seqs[-1] + 1}")
     send(drifted, "d")
-    out = s.cli("monitor", "--model", "credit", code=(0, 1))
+    s.cli("monitor", "--model", "credit", code=(0, 1))  # the server's background monitor may record it first
     s.metrics["detect"] = f"{time.perf_counter() - onset:.1f} s, {w} predictions (one window)"
-    s.say("\n".join(line for line in out.splitlines() if line.startswith("ALERT")) or "no alert")
+    s.say("\n".join(_alerts_after(seqs[-w])) or "no alert")
     labels = drifted.assign(seq=seqs[-w:])[["seq", "approved", "sex"]].rename(columns={"approved": "label"})
     labels.to_csv("labels.csv", index=False)
     s.cli("labels", "ingest", "labels.csv", "--group", "sex", show=1)
@@ -369,6 +369,14 @@ def _monitor_story(s: Story, st: dict[str, Any]) -> None:
     s.metrics["retrain_s"] = f"{time.perf_counter() - start:.1f} s (incl. the approval)"
     s.say(f"the server now serves {serving}")
     s.produced("labels.csv", "ground truth for the drifted window")
+
+
+def _alerts_after(seq: int) -> list[str]:
+    from ledger.api import Ledger
+
+    with Ledger.open(".mlledger") as led:
+        return [f"ALERT {e.payload['kind']} at seq {e.seq}: {e.payload['detail']}"
+                for e in led.iter(kind="monitor.alert") if e.seq > seq]
 
 
 def _last_gate() -> int:

@@ -69,6 +69,8 @@ class MonitorRun:
 
     windows: list[tuple[Receipt, MonitorWindow]] = field(default_factory=list)
     alerts: list[tuple[Receipt, MonitorAlert]] = field(default_factory=list)
+    #: Windows another monitor recorded first (the server's background monitor, a cron job).
+    skipped: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -347,8 +349,19 @@ class Monitor:
         while len(pending) >= self.window and (max_windows is None or len(out.windows) < max_windows):
             chunk, pending = pending[:self.window], pending[self.window:]
             w = self.compute(chunk)
-            self._append(w, self._alerts(w), out)
-        self._late_labels(recorded, out)
+            try:
+                self._append(w, self._alerts(w), out)
+            except InputError as exc:
+                if "overlaps the window recorded" not in str(exc) and "is not the latest record" not in str(exc):
+                    raise
+                out.skipped.append(str(exc))  # another monitor (the server's, a cron job) recorded it first
+                return out
+        try:
+            self._late_labels(recorded, out)
+        except InputError as exc:
+            if "is not the latest record" not in str(exc):
+                raise
+            out.skipped.append(str(exc))
         return out
 
     def _late_labels(self, recorded: list[Entry], out: MonitorRun) -> None:
