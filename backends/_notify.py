@@ -1,10 +1,15 @@
 """Alert notification: a signed webhook and a command hook.
 
-Webhook: ``POST`` of the alert as canonical JSON, with ``X-Mlledger-Signature: sha256=<hex>``, the
-HMAC-SHA256 of exactly the body under a secret read from an environment variable (never from the
-command line). A connection error or a 5xx is retried with exponential backoff, at most ``attempts``
-times; a 4xx is not retried. Command hook: the alert JSON on stdin, ``MLLEDGER_ALERT_SEQ`` in the
-environment; a non-zero exit or a timeout is a failure.
+Webhook: ``POST`` of the alert as canonical JSON, with ``X-Mlledger-Timestamp: <unix seconds>`` and
+``X-Mlledger-Signature: sha256=<hex>``, the HMAC-SHA256 of ``<timestamp>.<body>`` (exactly the bytes
+sent) under a secret read from an environment variable (never from the command line); a receiver
+refuses old timestamps, so a captured request cannot be replayed later. Errors name the webhook by
+scheme and host only (a path may carry a token). A connection error or a 5xx is retried with
+exponential backoff, at most ``attempts`` times; a 4xx is not retried.
+
+Command hook: the alert JSON on stdin, ``MLLEDGER_ALERT_SEQ`` in an environment that holds only
+``PATH``, ``HOME``, ``LANG``, ``LC_ALL`` and ``TZ`` besides (no secret of ours); a non-zero exit or a
+timeout is a failure.
 
 The alert is on the ledger before anyone is notified; a notification that fails raises
 ``NotifyError`` naming the target and what happened, and the alert stays recorded.
@@ -32,14 +37,22 @@ from ledger.errors import BackendError, InputError
 __all__ = ["SIGNATURE_HEADER", "Notifier", "NotifyError", "sign"]
 
 SIGNATURE_HEADER = "X-Mlledger-Signature"
+TIMESTAMP_HEADER = "X-Mlledger-Timestamp"
+HOOK_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ")
 
 
 class NotifyError(BackendError):
     """An alert was recorded but could not be delivered."""
 
 
-def sign(secret: bytes, body: bytes) -> str:
-    return "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
+def sign(secret: bytes, body: bytes, timestamp: int) -> str:
+    """The signature header's value: HMAC-SHA256 over ``<timestamp>.<body>``."""
+    return "sha256=" + hmac.new(secret, str(timestamp).encode() + b"." + body, hashlib.sha256).hexdigest()
+
+
+def _redacted(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}/…" if parts.netloc else "(not a URL)"
 
 
 @dataclass(frozen=True)
@@ -57,7 +70,7 @@ class Notifier:
         if self.webhook is not None:
             parts = urlsplit(self.webhook)
             if parts.scheme not in ("http", "https") or not parts.netloc:
-                raise InputError(f"--webhook {self.webhook!r}: give an http(s) URL")
+                raise InputError(f"--webhook {_redacted(self.webhook)}: give an http(s) URL")
             if not os.environ.get(self.secret_env):
                 raise InputError(f"--webhook needs the signing secret in ${self.secret_env}; set it (the secret is "
                                  "never given on the command line)")
@@ -76,8 +89,10 @@ class Notifier:
     def _post(self, body: bytes) -> None:
         assert self.webhook is not None
         secret = os.environ[self.secret_env].encode()
-        headers = {"Content-Type": "application/json", SIGNATURE_HEADER: sign(secret, body),
-                   "User-Agent": "mlledger-monitor"}
+        stamp = int(time.time())
+        headers = {"Content-Type": "application/json", TIMESTAMP_HEADER: str(stamp),
+                   SIGNATURE_HEADER: sign(secret, body, stamp), "User-Agent": "mlledger-monitor"}
+        where = _redacted(self.webhook)
         last = ""
         for attempt in range(1, self.attempts + 1):
             req = urllib.request.Request(self.webhook, data=body, headers=headers, method="POST")  # noqa: S310
@@ -88,17 +103,18 @@ class Notifier:
                     last = f"HTTP {resp.status}"
             except urllib.error.HTTPError as exc:
                 last = f"HTTP {exc.code}"
+                exc.close()  # the error response holds the connection
                 if exc.code < 500:
-                    raise NotifyError(f"webhook {self.webhook} refused the alert: {last} (not retried)") from None
+                    raise NotifyError(f"webhook {where} refused the alert: {last} (not retried)") from None
             except (urllib.error.URLError, OSError) as exc:
                 last = str(getattr(exc, "reason", exc))
             if attempt < self.attempts:
                 self.sleep(self.backoff_s * 2 ** (attempt - 1))
-        raise NotifyError(f"webhook {self.webhook} failed after {self.attempts} attempts: {last}")
+        raise NotifyError(f"webhook {where} failed after {self.attempts} attempts: {last}")
 
     def _run(self, seq: int, body: bytes) -> None:
         assert self.command is not None
-        env = {**os.environ, "MLLEDGER_ALERT_SEQ": str(seq)}
+        env = {**{k: v for k, v in os.environ.items() if k in HOOK_ENV}, "MLLEDGER_ALERT_SEQ": str(seq)}
         try:
             done = subprocess.run(shlex.split(self.command), input=body, env=env, capture_output=True,
                                   timeout=30, check=False)

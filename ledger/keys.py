@@ -8,6 +8,7 @@ Private key material is never printed, logged or put in an exception message.
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -105,22 +106,34 @@ def load_verifier(path: Path) -> Verifier:
 
 def check_private_file(path: Path) -> None:
     """Refuse a private key file that its group or others may read or write (issue 12)."""
+    read_private_file(path)
+
+
+def read_private_file(path: Path) -> bytes:
+    """A private key file's bytes, checked and read through one descriptor (no swap between the
+    check and the read): not a symlink, owned by this user, mode 0600 or stricter."""
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)
     try:
-        mode = path.stat().st_mode
+        fd = os.open(path, flags)
     except OSError as exc:
-        raise InputError(f"cannot read private key {path}: {exc.strerror}") from None
-    if os.name == "posix" and mode & 0o077:
-        raise InputError(f"{path} is readable or writable by group or others (mode {mode & 0o777:04o}); "
-                         f"refusing to use it: run 'chmod 600 {path}'")
+        why = "it is a symbolic link" if exc.errno == errno.ELOOP else exc.strerror
+        raise InputError(f"cannot read private key {path}: {why}") from None
+    try:
+        st = os.fstat(fd)
+        if os.name == "posix" and st.st_mode & 0o077:
+            raise InputError(f"{path} is readable or writable by group or others (mode {st.st_mode & 0o777:04o}); "
+                             f"refusing to use it: run 'chmod 600 {path}'")
+        if os.name == "posix" and st.st_uid != os.geteuid():
+            raise InputError(f"{path} belongs to another user (uid {st.st_uid}); refusing to use it")
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            return fh.read()
+    finally:
+        os.close(fd)
 
 
 def load_private_key(pem_path: Path) -> Ed25519PrivateKey:
     """Read an Ed25519 private key (PEM; decrypted with the passphrase when set), mode 0600 only."""
-    check_private_file(pem_path)
-    try:
-        data = pem_path.read_bytes()
-    except OSError as exc:
-        raise InputError(f"cannot read private key {pem_path}: {exc.strerror}") from None
+    data = read_private_file(pem_path)
     encrypted = b"ENCRYPTED" in data.split(b"\n", 1)[0]
     try:  # an unencrypted key loads without the passphrase even when one is set (doctor reports it)
         key = serialization.load_pem_private_key(data, password=_passphrase() if encrypted else None)
@@ -138,11 +151,7 @@ def load_signer(pem_path: Path, vkey_path: Path | None = None) -> Signer:
     """Read a private key and the name and kind from its ``.vkey`` file."""
     vkey_path = vkey_path or pem_path.with_suffix(".vkey")
     verifier = load_verifier(vkey_path)
-    check_private_file(pem_path)
-    try:
-        data = pem_path.read_bytes()
-    except OSError as exc:
-        raise InputError(f"cannot read private key {pem_path}: {exc.strerror}") from None
+    data = read_private_file(pem_path)
     try:
         key = serialization.load_pem_private_key(data, password=_passphrase())
     except TypeError:

@@ -7,6 +7,7 @@ import hmac
 import json
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -67,8 +68,27 @@ def test_webhook_body_is_hmac_signed(receiver: Receiver) -> None:
     notifier(receiver.url).notify(7, ALERT)
     ((headers, body),) = receiver.requests
     assert json.loads(body) == {"seq": 7, **ALERT}
-    want = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+    stamp = headers["X-Mlledger-Timestamp"]
+    assert abs(int(stamp) - time.time()) < 60  # a receiver refuses old ones: no replay later
+    want = "sha256=" + hmac.new(SECRET.encode(), stamp.encode() + b"." + body, hashlib.sha256).hexdigest()
     assert headers[SIGNATURE_HEADER] == want
+
+
+def test_errors_name_the_webhook_by_host_only(receiver: Receiver) -> None:
+    receiver.statuses.append(401)
+    with pytest.raises(NotifyError) as err:
+        notifier(receiver.url + "/T0KEN-IN-PATH?key=S3CRET").notify(1, ALERT)
+    assert "127.0.0.1" in str(err.value) and "T0KEN" not in str(err.value) and "S3CRET" not in str(err.value)
+
+
+def test_the_hook_gets_no_secret_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLLEDGER_KEY_PASSPHRASE", "hunter2-passphrase")
+    out = tmp_path / "env.txt"
+    hook = tmp_path / "hook.py"
+    hook.write_text(f"import os, sys; open({str(out)!r}, 'w').write(repr(dict(os.environ))); sys.stdin.read()")
+    Notifier(command=f"{sys.executable} {hook}").notify(3, ALERT)
+    seen = out.read_text()
+    assert "MLLEDGER_ALERT_SEQ" in seen and "hunter2" not in seen and SECRET not in seen
 
 
 @pytest.mark.parametrize("receiver", [[503, 500]], indirect=True)
