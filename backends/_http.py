@@ -348,6 +348,11 @@ def create_app(cfg: ServeConfig) -> FastAPI:
         from backends.kinds import HumanReviewed
         from ledger.events import Event
 
+        classes = getattr(state.scorer.deployed.model, "classes_", None)
+        if req.label is not None and classes is not None:
+            allowed = [c.item() if hasattr(c, "item") else c for c in classes]
+            if req.label not in allowed or isinstance(req.label, bool) != any(isinstance(c, bool) for c in allowed):
+                raise HTTPException(422, f"label {req.label!r} is not one of the model's labels {allowed}")
         payload = HumanReviewed(prediction_seq=req.prediction_seq, outcome=req.outcome, label=req.label,
                                 reason=req.reason)
         receipt = state.ledger.append(Event(payload, actor=who or cfg.actor,

@@ -20,7 +20,7 @@ import click
 
 from ledger.canonical import format_ts, parse_ts
 from ledger.cli import FORMAT, Context, echo_json, handle_errors
-from ledger.errors import InputError
+from ledger.errors import InputError, MlledgerError
 from ledger.events import Event
 from ledger.kinds import ROLES
 
@@ -272,7 +272,7 @@ def doctor(obj: Context, max_age: int, fmt: str) -> None:
     from ledger.api import Ledger
 
     with Ledger.open(obj.location) as ledger:  # not as the --as identity: its key may be the problem
-        problems += _ledger_problems(ledger, max_age)
+        problems += _ledger_problems(ledger, max_age, obj.home / "keys" / "log.vkey")
     if fmt == "json":
         echo_json({"problems": problems})
     else:
@@ -308,14 +308,18 @@ def _key_file_problems(where: Path) -> list[str]:
     return out
 
 
-def _ledger_problems(ledger: Any, max_age: int) -> list[str]:
+def _ledger_problems(ledger: Any, max_age: int, log_vkey: Path | None = None) -> list[str]:
     from policies._access import access_enabled_seq
 
     out: list[str] = []
     since = None
-    for e in ledger.iter(kind=["ledger.created", "key.rotated", "key.added"]):
-        if e.kind != "key.added" or e.payload["purpose"] == "checkpoint":
-            since = e
+    try:  # the entry that introduced the key this home signs with (log.vkey), else the current key
+        history = ledger.key_history()
+        vkey_file = log_vkey if log_vkey is not None and log_vkey.exists() else None
+        used = history.keys.get(vkey_file.read_text().strip()) if vkey_file else None
+        since = ledger.get((used or history.current_key()).valid_from - 1)
+    except (MlledgerError, OSError) as exc:
+        out.append(f"the ledger's key history cannot be read: {exc}")
     if since is not None:
         days = (time.time_ns() // 1000 - parse_ts(since.ts)) // (86_400 * 1_000_000)
         if days > max_age:

@@ -217,11 +217,14 @@ def test_reviews_over_http_and_the_cli(world: Path) -> None:
                                                                   "reason": "x"})
         no_label = httpx.post(f"{url}/v1/reviews", json={"prediction_seq": seq, "outcome": "overridden",
                                                           "reason": "x"})
+        banana = httpx.post(f"{url}/v1/reviews", json={"prediction_seq": seq, "outcome": "overridden",
+                                                        "label": "banana", "reason": "x"})
     assert ok.status_code == 200
     _raw, payload = entry(ok.json()["seq"])
     assert payload == {"prediction_seq": seq, "outcome": "overridden", "label": 1, "reason": "manual underwriting"}
     assert not_a_prediction.status_code == 422 and "not a prediction.made" in not_a_prediction.text
     assert no_label.status_code == 422 and "new label" in no_label.text
+    assert banana.status_code == 422 and "is not one of the model's labels [0, 1]" in banana.text
     out = json.loads(run("review", str(seq), "--outcome", "confirmed", "--reason", "second look", "--format", "json"))
     assert entry(out["seq"])[1]["outcome"] == "confirmed"
     assert "not a prediction.made" in run("review", "1", "--outcome", "confirmed", "--reason", "x", code=2)
