@@ -205,6 +205,11 @@ def _pending(view: LedgerView, seq: int, kind: str, actor: str, subject: str | N
     return ViewEntry(seq, kind, actor, subject, "", b"", payload)
 
 
+UNGOVERNED_PERSON_KINDS: Final = ("human.reviewed", "gate.evaluated", "incident.opened", "incident.reported",
+                                  "incident.closed", "label.received", "report.generated")
+"""Kinds a person writes that are not signed actions yet: audit reports them after access.enabled."""
+
+
 def audit_access(view: LedgerView, finding: Any) -> list[Any]:
     """Re-check every signed action: its signature, and the role its actor held at that seq.
 
@@ -241,6 +246,13 @@ def audit_access(view: LedgerView, finding: Any) -> list[Any]:
         since = "" if enabled is None else f" (before access control began at seq {enabled})"
         out.append(finding(0, "notice", f"{unsigned} governance action(s) are not signed by their actor{since}: "
                                         "their actor names are not authenticated"))
+    if enabled is not None:  # kinds people write that the role table does not govern yet: say so, once each
+        for kind in UNGOVERNED_PERSON_KINDS:
+            late = [e.seq for e in view.of_kind(kind) if e.seq > enabled]
+            if late:
+                out.append(finding(late[0], "notice", f"{len(late)} {kind} entr{'y' if len(late) == 1 else 'ies'} "
+                                                      f"after access control began (seq {enabled}) carry no actor "
+                                                      "signature: their actor names are not authenticated"))
     return out
 
 

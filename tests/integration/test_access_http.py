@@ -176,7 +176,9 @@ def test_cli_actions_as_identities_in_an_access_controlled_ledger(world: Path) -
     run("--as", "ids/dana.pem", "promote", ref, "--to", "production")
     actors = {kind: entries(kind)[-1]["actor"] for kind in ("model.trained", "model.promoted", "model.deployed")}
     assert actors == {"model.trained": "dev", "model.promoted": "dana", "model.deployed": "dana"}
-    assert "audit: 0 violation(s)" in run("audit")
+    audit = run("audit")
+    assert "audit: 0 violation(s)" in audit
+    assert "1 gate.evaluated entry after access control began" in audit  # not a signed action yet: said
     refused = run("--as", "ids/svc.pem", "review", "1", "--outcome", "confirmed", "--reason", "ok", code=2)
     assert "human.reviewed refused: svc holds service; human.reviewed needs the role model-risk or validator" in refused
 
