@@ -178,7 +178,7 @@ def predict_file(scorer: Scorer, source: Path, output: Path, *, subject_column: 
             t0 = time.perf_counter()
             labels, scores = scorer.predict(records)
             latency_ms = round((time.perf_counter() - t0) * 1000 / max(len(records), 1), 3)
-            keys = scorer._keys(subjects, len(records))
+            keys = scorer.keys_for(subjects, len(records))
             digests = [k.commit(r) for k, r in zip(keys, records, strict=True)]
             rows = range(done, done + len(records))
             part: dict[str, Any] = {"row": list(rows), "label": labels, "score": scores,

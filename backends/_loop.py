@@ -42,7 +42,7 @@ from ledger.events import Event
 from ledger.view import LedgerView
 from policies._workspace import Workspace
 
-__all__ = ["CRASH_ENV", "STEPS", "LoopState", "loop_states", "run_loop", "run_loops", "trigger"]
+__all__ = ["CRASH_ENV", "STEPS", "LoopState", "loop_states", "root_reference", "run_loop", "run_loops", "trigger"]
 
 CRASH_ENV = "MLLEDGER_LOOP_CRASH"
 STEPS = ("trigger", "data", "train", "evidence", "gate", "decision", "promote", "deploy")
@@ -201,7 +201,7 @@ def _training(ws: Workspace, ref: str) -> Entry:
     return e
 
 
-def _root_reference(ws: Workspace, digest: str) -> Any:
+def root_reference(ws: Workspace, digest: str) -> Any:
     """The first training dataset of the lineage that no loop wrote: each loop starts from it plus the
     labelled decisions read live from the erasable store, so an erased subject's input is never carried
     forward from an earlier loop's file, and no labelled row is counted twice."""
@@ -228,7 +228,7 @@ def _data(ws: Workspace, st: LoopState, home: Path, actor: str) -> None:
     from policies.evidence._data import detect_format, file_digest, profile_dataset
 
     trained = _training(ws, st.incumbent).payload
-    ref = _root_reference(ws, trained["training_data"][0])
+    ref = root_reference(ws, trained["training_data"][0])
     frame = ws.load_frame(ref)
     target = trained["target"]
     if st.data == "reference+labelled":

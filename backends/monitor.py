@@ -153,9 +153,9 @@ class Monitor:
             raise InputError(f"{version_ref} names no training data: no reference to monitor against")
         ds = self.ws.dataset(digests[0], check_file=False)
         if not ds.path.exists() and "-retrain-" in ds.name:  # removed by an erasure: its lineage's root stands in
-            from backends._loop import _root_reference
+            from backends._loop import root_reference
 
-            ds = _root_reference(self.ws, ds.sha256)
+            ds = root_reference(self.ws, ds.sha256)
         ds = self.ws.dataset(ds.sha256, check_file=True)
         frame = self.ws.load_frame(ds)
         est = self.ws.load_model(m)

@@ -218,7 +218,7 @@ class Scorer:
         labels, scores = self.predict(records)
         latency_ms = round((time.perf_counter() - start) * 1000, 3)
         for _attempt in range(3):
-            keys = self._keys(subjects, len(records))
+            keys = self.keys_for(subjects, len(records))
             digests = [k.commit(r) for k, r in zip(keys, records, strict=True)]
             try:
                 receipts = self._record(records, keys, digests, labels, scores, latency_ms, automated, request_id,
@@ -254,7 +254,8 @@ class Scorer:
                             type(exc).__name__)
         return receipts
 
-    def _keys(self, subjects: Sequence[str | None] | None, n: int) -> list[SubjectKey]:
+    def keys_for(self, subjects: Sequence[str | None] | None, n: int) -> list[SubjectKey]:
+        """The key of each of ``n`` records: its subject's, or the deployment's when it has none."""
         default = self.keys.for_deployment(self.deployed.deployment)
         if subjects is None:
             return [default] * n

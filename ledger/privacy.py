@@ -187,19 +187,21 @@ class SubjectKeys:
                 continue
         raise StorageError(f"could not create a key for a {column.name} (concurrent creation); retry")
 
-    def by_id(self, key_id: str) -> SubjectKey | None:
-        """A live key by id; None once erased or never existed."""
+    def _secret(self, key_id: str) -> tuple[bool, bytes | None]:
+        """(whether the key exists, its secret or None once erased)."""
         with self._engine.connect() as conn:
             row = conn.execute(select(subject_keys.c.secret).where(subject_keys.c.key_id == key_id)).first()
-        if row is None or row.secret is None:
-            return None
-        return SubjectKey.of(key_id, row.secret)
+        return (False, None) if row is None else (True, row.secret)
+
+    def by_id(self, key_id: str) -> SubjectKey | None:
+        """A live key by id; None once erased or never existed."""
+        _found, secret = self._secret(key_id)
+        return None if secret is None else SubjectKey.of(key_id, secret)
 
     def status(self, key_id: str) -> str:
         """``live``, ``erased`` or ``unknown``."""
-        with self._engine.connect() as conn:
-            row = conn.execute(select(subject_keys.c.secret).where(subject_keys.c.key_id == key_id)).first()
-        return "unknown" if row is None else ("erased" if row.secret is None else "live")
+        found, secret = self._secret(key_id)
+        return "unknown" if not found else ("erased" if secret is None else "live")
 
     # -- sealed inputs ----------------------------------------------------------------
 

@@ -17,18 +17,10 @@ from backends._cli import backends as backends_group
 from backends._cli import deploy, train
 from ledger.api import Ledger
 from ledger.cli import root
+from tests.integration.serving_world import SPEC as SERVING_SPEC
 from tests.integration.test_evidence_cli import applicants
 
-SPEC = """name: credit
-datasets: {train: train, eval: eval}
-features: [income, age, debt, sex, race]
-target: approved
-sensitive: [sex, race]
-estimator:
-  name: LogisticRegression
-  params: {max_iter: 500}
-seed: 1
-"""
+SPEC = SERVING_SPEC % 1
 
 STAGING = """name: credit-staging
 stage: staging
