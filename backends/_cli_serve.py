@@ -145,7 +145,7 @@ def predict(obj: Context, model: str, source: Path, output: Path, subject_column
 
     name, stage = _model_at(model)
     with workspace(obj) as ws:
-        scorer = Scorer(ws, SubjectKeys(ws.ledger), resolve(ws, name, stage), actor=_actor(actor),
+        scorer = Scorer(ws, SubjectKeys(ws.ledger, ws.home), resolve(ws, name, stage), actor=_actor(actor),
                         seal=store_inputs)
         done = predict_file(scorer, source, output, subject_column=subject_column,
                             batch_commitment=batch_commitment, chunk_rows=chunk_rows, automated=not not_automated)
@@ -269,7 +269,7 @@ def inputs(obj: Context, seq: int, fmt: str) -> None:
 
         ledger.append(Event(AccessRead(what="inputs", target=f"prediction:{seq}"), actor=_actor(None),
                             subject=f"prediction:{seq}"))  # logged first; refused without the role
-        data = SubjectKeys(ledger).read_sealed(p["key_id"], bytes.fromhex(p["input_commitment"]))
+        data = SubjectKeys(ledger, obj.home).read_sealed(p["key_id"], bytes.fromhex(p["input_commitment"]))
     click.echo(data.decode() if fmt == "json" else base64.b64encode(data).decode())
 
 
@@ -293,7 +293,7 @@ def erase(obj: Context, subject: str | None, reason: str | None, request_ref: st
     from ledger.privacy import SubjectKeys
 
     with obj.open() as ledger:
-        keys = SubjectKeys(ledger)
+        keys = SubjectKeys(ledger, obj.home)
         if finish:
             done = keys.finish_erasures()
             click.echo(f"completed {len(done)} recorded erasure(s)")
@@ -305,16 +305,19 @@ def erase(obj: Context, subject: str | None, reason: str | None, request_ref: st
         key_id = ledger.get(receipt.seq).payload["key_id"]
     purged = _purge_loop_data(obj.home)
     if fmt == "json":
-        echo_json({"seq": receipt.seq, "key_id": key_id, "loop_files_removed": [str(p) for p in purged]})
+        echo_json({"seq": receipt.seq, "key_id": key_id, "rewrapped": keys.rewrapped,
+                   "loop_files_removed": [str(p) for p in purged]})
     else:
-        click.echo(f"subject.erased at seq {receipt.seq}: key {key_id} destroyed", err=False)
+        click.echo(f"subject.erased at seq {receipt.seq}: key {key_id} destroyed; its key-encryption bucket "
+                   f"rotated ({keys.rewrapped} live key(s) re-wrapped), so old copies of it in WAL and "
+                   f"backups cannot be opened", err=False)
         if purged:
             click.echo(f"removed {len(purged)} retraining file(s) that could hold the subject's inputs "
                        f"({', '.join(str(p) for p in purged)}); models already trained on them remain", err=True)
     if not keys.wal_cleared:
         click.echo("note: another process holds the database open, so SQLite's write-ahead log could not be "
-                   "truncated yet; the destroyed key's old page stays in it until that process ends or the "
-                   "next erasure succeeds", err=True)
+                   "truncated yet; the erased key's old row stays in it, wrapped under a key-encryption key "
+                   "that no longer exists, until that process ends or the next erasure", err=True)
     sys.stdout.flush()
 
 

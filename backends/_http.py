@@ -149,7 +149,7 @@ class _State:
         signer = keyfiles.load_signer(signer_path) if signer_path.exists() else None
         self.ledger = Ledger.open(cfg.location, signer=signer, checkpoint_every=1000 if signer else None)
         self.ws = Workspace(self.ledger, Path(cfg.home))
-        self.keys = SubjectKeys(self.ledger)
+        self.keys = SubjectKeys(self.ledger, cfg.home)
         self.keys.finish_erasures()
         self.scorer = self._scorer(resolve(self.ws, cfg.model, cfg.stage))
         self.name = cfg.model.partition("@")[0]

@@ -232,7 +232,7 @@ def _data(ws: Workspace, st: LoopState, home: Path, actor: str) -> None:
     frame = ws.load_frame(ref)
     target = trained["target"]
     if st.data == "reference+labelled":
-        keys = SubjectKeys(ws.ledger)
+        keys = SubjectKeys(ws.ledger, ws.home)
         labels = {e.payload["prediction_seq"]: e.payload["label"]
                   for e in ws.ledger.iter(kind="label.received") if e.seq < st.trigger_seq}
         rows = []

@@ -103,7 +103,7 @@ class Monitor:
         self.configured = section is not None
         self.settings = section or MonitorSection()
         self.window = window or self.settings.window
-        self.keys = keys if keys is not None else SubjectKeys(ws.ledger)
+        self.keys = keys if keys is not None else SubjectKeys(ws.ledger, ws.home)
         self._refs: dict[str, _Reference] = {}
         self._label_index: tuple[list[int], list[Entry]] | None = None
 
@@ -430,7 +430,7 @@ def ingest_labels(ws: Workspace, path: Any, *, label_column: str = "label", grou
     known = {e.payload["prediction_seq"]: e.payload["label"] for e in ws.ledger.iter(kind="label.received")}
     events: list[Event] = []
     seen: set[int] = set()
-    keys = SubjectKeys(ws.ledger)
+    keys = SubjectKeys(ws.ledger, ws.home)
     to_seal: list[Any] = []
     for i, row in enumerate(frame.to_dict("records")):
         where = f"{p}:{i + 2}"  # header is line 1

@@ -46,7 +46,7 @@ def main() -> None:
             deployed = resolve(ws, "credit", "production")
             for name, record, batch in (("unrecorded baseline", False, False), ("per row", True, False),
                                         ("batch commitment", True, True)):
-                scorer = Scorer(ws, SubjectKeys(led), deployed, actor="bench", record=record)
+                scorer = Scorer(ws, SubjectKeys(led, world / ".mlledger"), deployed, actor="bench", record=record)
                 done = predict_file(scorer, source, world / f"out-{name.replace(' ', '-')}.csv",
                                     batch_commitment=batch)
                 results[name] = done.rows / done.seconds

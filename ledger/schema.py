@@ -9,7 +9,8 @@ Tables:
 - ``mlledger_meta``: the format marker and schema version.
 - ``head_lock``: one row, locked ``FOR UPDATE`` while sequencing on PostgreSQL.
 - ``subject_keys`` and ``sealed_inputs`` (version 2): the erasable tables of ``ledger.privacy``,
-  the only ones whose rows change or go (DESIGN.md section 5).
+  the only ones whose rows change or go (DESIGN.md section 5); ``subject_kek`` (version 3): the
+  current generation of each bucket of the subject key-encryption key (``ledger._kek``).
 
 ``entries``, ``nodes``, ``checkpoints`` and ``cosignatures`` refuse UPDATE and DELETE through
 database triggers on both SQLite and PostgreSQL (and TRUNCATE on PostgreSQL).
@@ -34,6 +35,7 @@ from sqlalchemy import (
     MetaData,
     Table,
     Text,
+    inspect,
     text,
 )
 
@@ -51,6 +53,7 @@ __all__ = [
     "metadata",
     "nodes",
     "sealed_inputs",
+    "subject_kek",
     "subject_keys",
 ]
 
@@ -128,6 +131,18 @@ subject_keys = Table(
     Column("created_us", BigInteger, nullable=False),
     Column("erased_us", BigInteger, nullable=True),
     Column("erased_seq", BigInteger, nullable=True),
+    # schema v3: the secret column holds the secret wrapped under the bucket's KEK (ledger._kek)
+    Column("kek_bucket", Integer, nullable=True),
+    Column("kek_gen", Integer, nullable=True),
+    Column("tag", LargeBinary(32), nullable=True),  # HMAC of the subject id under the bucket's tag key
+)
+
+#: Each KEK bucket's current generation (the keys themselves are only in the KEK file).
+subject_kek = Table(
+    "subject_kek",
+    metadata,
+    Column("bucket", Integer, primary_key=True, autoincrement=False),
+    Column("gen", Integer, nullable=False),
 )
 
 sealed_inputs = Table(
@@ -192,5 +207,23 @@ def _v1_to_v2(conn: Connection) -> None:
     metadata.create_all(conn, tables=[subject_keys, sealed_inputs])
 
 
-MIGRATIONS: Final[Sequence[Migration]] = (_v0_to_v1, _v1_to_v2)
+def _v2_to_v3(conn: Connection) -> None:
+    """Wrap subject keys under a KEK held outside the database: its columns and bucket table.
+
+    Rows written by version 2 (plaintext secret and subject id) are wrapped by the first
+    ``SubjectKeys`` that opens the KEK file (``ledger.privacy``); the migration cannot, since the
+    KEK is not in the database.
+    """
+    have = {c["name"] for c in inspect(conn).get_columns("subject_keys")}
+    for name, sql_type in (("kek_bucket", "INTEGER"), ("kek_gen", "INTEGER"),
+                           ("tag", "BYTEA" if conn.dialect.name == "postgresql" else "BLOB")):
+        if name not in have:
+            conn.execute(text(f"ALTER TABLE subject_keys ADD COLUMN {name} {sql_type}"))
+    conn.execute(text("CREATE UNIQUE INDEX IF NOT EXISTS subject_keys_tag ON subject_keys (tag)"))
+    conn.execute(text("CREATE INDEX IF NOT EXISTS subject_keys_bucket ON subject_keys (kek_bucket)"))
+    metadata.create_all(conn, tables=[subject_kek])
+    conn.execute(subject_kek.insert(), [{"bucket": b, "gen": 1} for b in range(256)])
+
+
+MIGRATIONS: Final[Sequence[Migration]] = (_v0_to_v1, _v1_to_v2, _v2_to_v3)
 SCHEMA_VERSION: Final = len(MIGRATIONS)

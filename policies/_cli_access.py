@@ -292,6 +292,10 @@ def _store_file_problems(home: Path) -> list[str]:
         if mode & 0o077:
             out.append(f"{path} is readable by group or others (mode {mode:04o}); it holds subject keys and stored "
                        f"inputs: chmod {'700' if path.is_dir() else '600'} {path}")
+    kek = home / "keys" / "subjects.kek"
+    if kek.is_symlink() or (kek.exists() and kek.stat().st_mode & 0o077):
+        out.append(f"{kek} (the subject key-encryption key) is a symbolic link or readable by group or others: "
+                   f"make it a plain file and chmod 600 {kek}")
     return out
 
 

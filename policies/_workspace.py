@@ -83,6 +83,8 @@ class Workspace:
 
     def __init__(self, ledger: Ledger, home: Path) -> None:
         self.ledger = ledger
+        #: The home directory: artifacts, keys (the subject KEK among them).
+        self.home = home
         self.artifacts = ArtifactStore(home / "artifacts")
 
     # -- datasets ------------------------------------------------------------------

@@ -149,6 +149,10 @@ def _no_secret_in(outputs: list[str], tokens: list[str]) -> None:
             for (secret,) in db.execute("SELECT secret FROM subject_keys WHERE secret IS NOT NULL"):
                 raw = bytes(secret)
                 secrets.extend([raw.hex(), base64.b64encode(raw).decode()])
+    kek = Path(".mlledger/keys/subjects.kek")
+    if kek.exists():  # the subject key-encryption keys and pepper
+        doc = json.loads(kek.read_text())
+        secrets.extend([doc["pepper"], *(k for gens in doc["keys"].values() for k in gens.values())])
     assert len(secrets) > 10
     leaked = [s[:8] + "..." for s in secrets if s in text]
     assert not leaked, f"secrets in the output: {leaked}"

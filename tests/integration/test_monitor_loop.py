@@ -310,7 +310,8 @@ def test_labels_match_decisions_by_request_id(world: Path) -> None:
 
     with Ledger.open(".mlledger") as led:
         ws = Workspace(led, Path(".mlledger"))
-        scorer = Scorer(ws, SubjectKeys(led), resolve(ws, "credit", "production"), actor="service:test")
+        scorer = Scorer(ws, SubjectKeys(led, Path(".mlledger")), resolve(ws, "credit", "production"),
+                        actor="service:test")
         (d,) = scorer.score([{"income": 50.0, "age": 40, "debt": 9.0}], request_id="req-7")
     assert d.receipt is not None
     Path("by-id.csv").write_text(f"request_id,label\nreq-7,{1 - int(d.label)}\n")

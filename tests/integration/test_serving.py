@@ -23,7 +23,7 @@ from ledger import merkle
 from ledger.api import Ledger
 from ledger.canonical import encode
 from ledger.note import open_checkpoint, parse_proof
-from ledger.privacy import COMMIT_INFO, derive
+from ledger.privacy import SubjectKeys
 from tests.integration.serving_world import (
     cli_command,
     head_size,
@@ -58,9 +58,10 @@ def test_predictions_carry_receipts_that_match_their_entries(world: Path) -> Non
     assert payload["request_id"] == "req-1" and payload["automated_decision"] is True
     assert payload["key_id"] == p["key_id"] and str(payload["key_id"]).startswith("sk-")
     # the commitment is HMAC under the subject's key, which only the erasable table holds
-    with sqlite3.connect(".mlledger/ledger.db") as db:
-        (secret,) = db.execute("SELECT secret FROM subject_keys WHERE subject = 'cust-1'").fetchone()
-    assert hmac.new(derive(secret, COMMIT_INFO), encode(RECORD), sha256).hexdigest() == payload["input_commitment"]
+    with Ledger.open(".mlledger") as led:  # the secret is wrapped under the KEK file in .mlledger/keys
+        key = SubjectKeys(led, ".mlledger").by_id(str(payload["key_id"]))
+    assert key is not None
+    assert hmac.new(key.commit_key, encode(RECORD), sha256).hexdigest() == payload["input_commitment"]
     seqs = [x["receipt"]["seq"] for x in batch["predictions"]]
     assert seqs == [seqs[0], seqs[0] + 1]
     assert all(str(entry(s)[1]["key_id"]).startswith("dk-") for s in seqs)  # no subject: deployment key

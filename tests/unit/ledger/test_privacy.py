@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hmac
+from collections.abc import Iterator
 from hashlib import sha256
+from pathlib import Path
 
 import pytest
 from cryptography.exceptions import InvalidTag
@@ -22,9 +24,9 @@ RECORD = {"income": 98765.4321, "age": 37, "region": "north"}
 
 
 @pytest.fixture
-def keys(any_url: str) -> SubjectKeys:
+def keys(any_url: str, tmp_path: Path) -> Iterator[SubjectKeys]:
     led = make_ledger(any_url)
-    yield SubjectKeys(led)
+    yield SubjectKeys(led, tmp_path / "home")
     led.close()
 
 
@@ -135,7 +137,8 @@ def test_a_crash_between_record_and_destroy_is_finished_later(keys: SubjectKeys)
     assert keys.status(sk.key_id) == "erased" and keys.finish_erasures() == []
 
 
-def test_a_version_1_ledger_gains_the_erasable_tables_on_open(sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_version_1_ledger_gains_the_erasable_tables_on_open(sqlite_url: str, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     import ledger.api as api
     import ledger.schema as schema
 
@@ -147,27 +150,24 @@ def test_a_version_1_ledger_gains_the_erasable_tables_on_open(sqlite_url: str, m
     with Ledger.open(sqlite_url) as led:
         with led.store.engine.connect() as conn:
             assert conn.execute(text("SELECT count(*) FROM subject_keys")).scalar() == 0
-        assert SubjectKeys(led).for_subject("gina").key_id.startswith("sk-")
+        assert SubjectKeys(led, tmp_path / "home").for_subject("gina").key_id.startswith("sk-")
         assert led.verify().ok
 
 
-def test_an_erased_secret_and_subject_id_leave_no_bytes_in_the_sqlite_files(sqlite_url: str) -> None:
-    from pathlib import Path
-
+def test_an_erased_secret_and_subject_id_leave_no_bytes_in_the_sqlite_files(sqlite_url: str, tmp_path: Path) -> None:
     led = make_ledger(sqlite_url)
-    keys = SubjectKeys(led)
+    keys = SubjectKeys(led, tmp_path / "home")
     key = keys.for_subject("zoe.unique-subject@example.com")
     for i in range(50):  # neighbours on the same pages
         keys.for_subject(f"other-{i}")
-    with led.store.engine.connect() as conn:
-        secret = conn.execute(text("SELECT secret FROM subject_keys WHERE key_id = :k"), {"k": key.key_id}).scalar()
+    wrapped = _secret_of(led, key.key_id)
     keys.erase("zoe.unique-subject@example.com", request_ref="DSR-5", legal_ground="GDPR Art. 17", reason="r",
                actor="dpo@example.com")
     assert keys.wal_cleared
     db = Path(sqlite_url.removeprefix("sqlite:///"))
     try:  # while the ledger is still open: closing the last connection would checkpoint anyway
         blobs = b"".join(p.read_bytes() for p in db.parent.iterdir() if p.name.startswith(db.name))
-        assert secret and bytes(secret) not in blobs
+        assert isinstance(wrapped, bytes) and wrapped not in blobs
         assert b"zoe.unique-subject@example.com" not in blobs
     finally:
         led.close()

@@ -275,3 +275,9 @@ def test_init_keeps_the_ledger_home_private_and_doctor_flags_a_readable_database
     db.chmod(0o644)
     out = CliRunner().invoke(root, ["doctor"])
     assert out.exit_code == 1 and "ledger.db is readable by group or others (mode 0644)" in out.output
+    assert CliRunner().invoke(root, ["erase", "--finish"]).exit_code == 0  # opens (creates) the subject KEK
+    kek = home / "keys" / "subjects.kek"
+    assert stat.S_IMODE(kek.stat().st_mode) == 0o600
+    assert "subjects.kek" not in CliRunner().invoke(root, ["doctor"]).output
+    kek.chmod(0o640)
+    assert "subject key-encryption key) is a symbolic link or readable" in CliRunner().invoke(root, ["doctor"]).output
