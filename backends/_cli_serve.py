@@ -235,10 +235,9 @@ def review(obj: Context, seq: int, outcome: str, label: str | None, reason: str,
             payload = HumanReviewed(prediction_seq=seq, outcome=outcome, label=value, reason=reason)  # type: ignore[arg-type]
         except ValueError as exc:
             raise InputError(f"--label {label!r}: give a number, true/false or a string ({exc})") from None
-        from policies._access import KIND_ROLES, require_role
-
-        who = require_role(ledger, KIND_ROLES["approval.signed"], "human.reviewed") or _actor(actor)
-        receipt = ledger.append(Event(payload, actor=who, subject=f"prediction:{seq}"))
+        # Signed as the acting identity (--as); refused, writing nothing, unless it holds validator or
+        # model-risk once the ledger is access-controlled (policies._access).
+        receipt = ledger.append(Event(payload, actor=_actor(actor), subject=f"prediction:{seq}"))
     if fmt == "json":
         echo_json({"seq": receipt.seq, "prediction_seq": seq, "outcome": outcome})
     else:

@@ -353,8 +353,11 @@ def create_app(cfg: ServeConfig) -> FastAPI:
             allowed = [c.item() if hasattr(c, "item") else c for c in classes]
             if req.label not in allowed or isinstance(req.label, bool) != any(isinstance(c, bool) for c in allowed):
                 raise HTTPException(422, f"label {req.label!r} is not one of the model's labels {allowed}")
+        # The token's identity is the actor; a server running as an identity (--as) signs the review as
+        # its voucher (policies._access, step 4), so the guard and audit can check who vouched.
+        server = state.ledger.acting_as
         payload = HumanReviewed(prediction_seq=req.prediction_seq, outcome=req.outcome, label=req.label,
-                                reason=req.reason)
+                                reason=req.reason, vouched_by=server if who is not None and who != server else None)
         receipt = state.ledger.append(Event(payload, actor=who or cfg.actor,
                                             subject=f"prediction:{req.prediction_seq}"))
         return {"seq": receipt.seq, "leaf_hash": receipt.leaf_hash.hex()}

@@ -47,6 +47,10 @@ __all__ = ["CRASH_ENV", "STEPS", "LoopState", "loop_states", "root_reference", "
 CRASH_ENV = "MLLEDGER_LOOP_CRASH"
 STEPS = ("trigger", "data", "train", "evidence", "gate", "decision", "promote", "deploy")
 ACTOR = "system:loop"
+#: What a loop may write, in step order: in an access-controlled ledger the identity it runs as (--as)
+#: must hold a role for each before the loop starts (``policies._access.require_roles_for``).
+LOOP_KINDS = ("retrain.triggered", "dataset.registered", "dataset.validated", "model.trained", "evidence.recorded",
+              "gate.evaluated", "incident.opened", "model.promoted", "model.deployed", "model.undeployed")
 _EVIDENCE_OF_RULE = {"fairness": "fairness", "performance": "performance", "drift": "drift",
                      "explainability": "explainability"}
 
@@ -486,6 +490,9 @@ def _exclusive(home: Path, name: str, stage: str) -> Iterator[None]:
 
 def run_loops(ws: Workspace, name: str, stage: str, *, home: Path, actor: str = ACTOR) -> list[str]:
     """Resume every unfinished loop of ``name`` at ``stage``, then start one for new alerts. Lines to print."""
+    from policies._access import require_roles_for
+
+    require_roles_for(ws.ledger, LOOP_KINDS, "the closed loop")
     with _exclusive(home, name, stage):
         return _run_loops(ws, name, stage, home=home, actor=actor)
 

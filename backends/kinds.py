@@ -113,13 +113,26 @@ class PredictionBatch(Payload):
 
 
 @register("human.reviewed")
-class HumanReviewed(Payload):
-    """A person confirmed or overrode a recorded decision (AI Act Art. 14, GDPR Art. 22(3))."""
+class HumanReviewed(SignedAction):
+    """A person confirmed or overrode a recorded decision (AI Act Art. 14, GDPR Art. 22(3)).
+
+    Signed by the reviewer (``mlledger --as KEYFILE review``), or, when the serving API records it
+    for the holder of a ``review`` token, by the server's identity named in ``vouched_by``.
+    """
 
     prediction_seq: Annotated[int, Field(ge=0)]
     outcome: Literal["confirmed", "overridden"]
     label: Label | None = None
     reason: Detail
+    vouched_by: Identifier | None = None
+
+    @model_serializer(mode="wrap")
+    def _omit_absent(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        for key in ("vouched_by", "actor_signature"):  # unsigned reviews keep their pre-issue-12 bytes
+            if data.get(key) is None:
+                data.pop(key, None)
+        return data
 
 
 SCORE_DECIMALS = 2
@@ -164,7 +177,7 @@ def _check_review(view: LedgerView, seq: int, actor: str | None, payload: dict[s
 
 
 @register("monitor.alert")
-class MonitorAlert(Payload):
+class MonitorAlert(SignedAction):
     """A finding of a monitor, e.g. registry state that the ledger did not record.
 
     ``kind`` is what was found: ``alias-drift`` (a serving alias on a version the ledger did
@@ -190,7 +203,7 @@ class MonitorAlert(Payload):
     def _drop_monitor_defaults(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         """Entries written before the monitor fields keep their bytes: unset fields are left out."""
         out: dict[str, Any] = handler(self)
-        for key in ("statistic", "value", "threshold", "window_last_seq"):
+        for key in ("statistic", "value", "threshold", "window_last_seq", "actor_signature"):
             if out.get(key) is None:
                 out.pop(key, None)
         return out

@@ -21,6 +21,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, SerializerFunctionWrapHandler, StringConstraints, model_serializer
 
+from ledger.actions import SignedAction
 from ledger.events import Payload, Sha256Hex, register, register_check
 from ledger.view import LedgerView
 from policies.kinds import Column, Identifier, ModelRef, Short, Text
@@ -85,7 +86,7 @@ class LabelStats(Payload):
 
 
 @register("monitor.window")
-class MonitorWindow(Payload):
+class MonitorWindow(SignedAction):
     model: Identifier  # NAME
     stage: Stage
     versions: Annotated[list[ModelRef], Field(min_length=1)]
@@ -132,7 +133,7 @@ def _check_window(view: LedgerView, seq: int, actor: str | None, payload: dict[s
 
 
 @register("label.received")
-class LabelReceived(Payload):
+class LabelReceived(SignedAction):
     """The ground truth of one decision. Group membership (special-category data, GDPR Art. 9) is never
     in the entry: it is sealed under the decision's subject key (erasable) and named here by its keyed
     commitment ``groups_commitment``. ``groups`` stays empty (it exists for entries written before)."""
@@ -148,6 +149,8 @@ class LabelReceived(Payload):
         data: dict[str, Any] = handler(self)
         if self.groups_commitment is None:  # entries written before it keep their bytes
             data.pop("groups_commitment", None)
+        if self.actor_signature is None:  # and unsigned ones their pre-issue-12 bytes
+            data.pop("actor_signature", None)
         return data
 
 
@@ -161,7 +164,7 @@ def _check_label(view: LedgerView, seq: int, actor: str | None, payload: dict[st
 
 
 @register("retrain.triggered")
-class RetrainTriggered(Payload):
+class RetrainTriggered(SignedAction):
     model: Identifier  # NAME
     stage: Stage
     rule: Identifier
@@ -188,7 +191,7 @@ def _check_trigger(view: LedgerView, seq: int, actor: str | None, payload: dict[
 
 
 @register("incident.opened")
-class IncidentOpened(Payload):
+class IncidentOpened(SignedAction):
     model: Identifier  # NAME or NAME@VERSION
     stage: Stage | None = None
     severity: Severity
@@ -198,14 +201,14 @@ class IncidentOpened(Payload):
 
 
 @register("incident.reported")
-class IncidentReported(Payload):
+class IncidentReported(SignedAction):
     incident_seq: Seq
     authority: Short
     reference: Short
 
 
 @register("incident.closed")
-class IncidentClosed(Payload):
+class IncidentClosed(SignedAction):
     incident_seq: Seq
     resolution: Text
 

@@ -13,6 +13,11 @@ content but its sequencing fields (``seq``, ``prev``, ``ts``): the signer cannot
 them in advance. Replay is refused by the access guard (``policies._access``): the
 signature time must be close to the entry's and a signature counts once.
 
+A payload with a ``vouched_by`` field (``human.reviewed`` written by the server) may be signed by
+that identity instead of its actor: the same message, with the actor's name, under the voucher's
+key. The server vouches that it authenticated the actor (a bearer token); the access guard checks
+the voucher's role and the actor's token.
+
 Invariants:
 1. an absent ``actor_signature`` is omitted from the payload, so entries written before
    issue 12 keep their bytes;
@@ -71,8 +76,13 @@ def action_message(origin: str, kind: str, actor: str, subject: str | None, sign
 
 
 def sign_event(event: Event, *, actor: str, key: Ed25519PrivateKey, origin: str, signed_at: str) -> Event:
-    """``event`` with ``actor`` as its actor and, for a signed-action kind, the actor's signature."""
+    """``event`` with ``actor`` as its actor and, for a signed-action kind, the actor's signature.
+
+    A payload that names ``actor`` as its ``vouched_by`` keeps the event's actor: ``actor`` signs as
+    its voucher (see the module docstring)."""
     payload = event.payload
+    if event.actor is not None and getattr(payload, "vouched_by", None) == actor:
+        actor = event.actor
     if isinstance(payload, SignedAction):
         body = payload.model_copy(update={"actor_signature": None}).model_dump(mode="json")
         msg = action_message(origin, event.kind, actor, event.subject, signed_at, body)

@@ -14,7 +14,15 @@ action writes nothing:
    admin; it cannot be undone), every governed action must carry the signature of its
    actor, a trusted identity holding one of the kind's roles at that seq. Identity
    registrations are authenticated by their own admin signature, approvals and waivers
-   by their approvers' signatures (and the actor must be such a signer).
+   by their approvers' signatures (and the actor must be such a signer);
+4. an entry the serving API writes for the holder of a bearer token (``VOUCHED``: a
+   ``human.reviewed`` from ``POST /v1/reviews``) keeps the token's identity as its actor and is
+   signed by the server's own identity, named in ``vouched_by`` (``ledger.actions``). It is
+   valid when the voucher holds ``service``, the actor holds one of the kind's roles, and the
+   actor held a live token with the kind's scope at that seq: the server vouches that it
+   authenticated the actor, and the token scope is what it vouches with. (``prediction.made``
+   is not governed: it is recorded by the deployed service, whose token scope ``predict`` the
+   server checks, and audited against its deployment.)
 
 A signature counts once (no replay) and its time must lie within ``SIGNATURE_WINDOW_US`` of
 the entry's. ``mlledger audit`` re-runs the same checks (``action_problem``) at each seq.
@@ -39,6 +47,8 @@ __all__ = [
     "PERMISSIONS",
     "SCOPE_ROLES",
     "SIGNATURE_WINDOW_US",
+    "VOUCHED",
+    "VOUCHER_ROLES",
     "access_enabled_seq",
     "action_problem",
     "genesis_key",
@@ -54,12 +64,20 @@ PERMISSIONS: Final[tuple[tuple[str, frozenset[str], tuple[str, ...]], ...]] = (
     ("register and validate data", frozenset({"data-steward"}), ("dataset.registered", "dataset.validated")),
     ("train, register models, record evidence and documents", frozenset({"model-developer"}),
      ("model.trained", "model.registered", "evidence.recorded", "doc.attached")),
-    ("approve, review", frozenset({"validator", "model-risk"}), ("approval.signed", "waiver.granted")),
+    ("evaluate a policy gate (alone, or as the first step of a promotion)",
+     frozenset({"deployer", "validator", "model-risk"}), ("gate.evaluated",)),
+    ("approve, review decisions", frozenset({"validator", "model-risk"}),
+     ("approval.signed", "waiver.granted", "human.reviewed")),
     ("promote (with the gate), deploy", frozenset({"deployer"}),
      ("model.promoted", "model.deployed", "model.undeployed")),
+    ("open an incident", frozenset({"deployer", "model-risk", "service"}), ("incident.opened",)),
+    ("report an incident to an authority, close it", frozenset({"deployer", "model-risk"}),
+     ("incident.reported", "incident.closed")),
+    ("record ground-truth labels", frozenset({"data-steward", "service"}), ("label.received",)),
     ("erase subjects", frozenset({"dpo"}), ("subject.erased",)),
-    ("read, export, report", frozenset({"auditor"}), ("access.read",)),
-    ("predict", frozenset({"service"}), ()),
+    ("read, export, report", frozenset({"auditor"}), ("access.read", "report.generated")),
+    ("predict; monitor, raise alerts, trigger retraining (the closed loop also needs the roles of "
+     "the steps it runs)", frozenset({"service"}), ("monitor.window", "monitor.alert", "retrain.triggered")),
 )
 
 #: Entry kind -> the roles that may write it.
@@ -79,6 +97,11 @@ SCOPE_ROLES: Final[dict[str, frozenset[str]]] = {
     "proofs": frozenset({"service", "auditor", "validator", "model-risk"}),
     "model": frozenset({"service", "auditor", "deployer"}),
 }
+#: Kinds the serving API writes for a token's holder, vouched for by the server (step 4 of the module
+#: docstring): kind -> the token scope the actor must have held.
+VOUCHED: Final[dict[str, str]] = {"human.reviewed": "review"}
+#: The roles a vouching server's identity must hold.
+VOUCHER_ROLES: Final = frozenset({"service"})
 #: How far a signature's time may be from its entry's (clock skew and a human's pause).
 SIGNATURE_WINDOW_US: Final = 10 * 60 * 1_000_000
 
@@ -128,25 +151,34 @@ def action_problem(view: LedgerView, seq: int, at_us: int, kind: str, actor: str
     (1) a trusted identity (or the genesis admin), (2) a signature that verifies over this
     entry, (3) made within the window of ``at_us``, (4) not counted before, (5) a role the
     kind needs. ``seen`` maps earlier entries' signatures to their seq (else they are looked up).
+    A vouched entry (``vouched_by``) is signed by its voucher: (1)-(4) apply to the voucher, and
+    (6) the voucher holds ``service``, the actor a role the kind needs and a live token of its scope.
     """
     from policies._approvals import GENESIS_ADMIN
 
     sig = payload.get("actor_signature")
+    voucher = payload.get("vouched_by")
     if not isinstance(sig, Mapping):
-        return f"{kind} by {actor} is not signed by its actor"
-    if actor == GENESIS_ADMIN:
+        by = "its actor" if voucher is None else f"{voucher}, the server that vouches for it"
+        return f"{kind} by {actor} is not signed by {by}"
+    signer = actor if voucher is None else str(voucher)
+    if voucher is not None and (kind not in VOUCHED or voucher == actor):
+        return f"{kind} by {actor} cannot be vouched for by {voucher}"
+    if signer == GENESIS_ADMIN:
         try:
             key, roles = genesis_key(view, seq), frozenset({"admin"})
         except (IntegrityError, InputError) as exc:
             return f"the ledger key cannot sign it ({exc})"
     else:
-        ident = trusted.get(actor)
+        ident = trusted.get(signer)
         if ident is None:
-            return f"{actor} is not a registered identity with an admin-signed registration"
+            return f"{signer} is not a registered identity with an admin-signed registration"
         key, roles = ident.public_key, ident.roles
     try:
         verify_action(key, view.origin(), kind, actor, subject, dict(payload))
     except SignatureError as exc:
+        if voucher is not None:
+            return f"the signature of {voucher}, vouching for {actor}, does not verify with its registered key"
         return f"{exc}: it was forged or altered"
     if abs(parse_ts(str(sig["signed_at"])) - at_us) > SIGNATURE_WINDOW_US:
         return f"its signature time {sig['signed_at']} is more than 10 minutes from the entry's (a replay?)"
@@ -156,10 +188,27 @@ def action_problem(view: LedgerView, seq: int, at_us: int, kind: str, actor: str
     if sig["signature"] in seen:
         return f"its signature was already used at seq {seen[sig['signature']]} (a replay)"
     needed = roles_for(kind, payload) or frozenset()
+    if voucher is not None:
+        if not roles & VOUCHER_ROLES:
+            return (f"{voucher} holds {', '.join(sorted(roles)) or 'no role'}; vouching for {kind} needs the "
+                    f"role {_describe_roles(VOUCHER_ROLES)}")
+        held = trusted.get(actor)
+        roles = held.roles if held is not None else frozenset()
+        if not _holds_token(view, seq, at_us, actor, VOUCHED[kind]):
+            return (f"{actor} held no live token with the scope {VOUCHED[kind]} at seq {seq}: {voucher} may "
+                    "vouch only for a token's holder")
     if needed and not roles & needed:
         return (f"{actor} holds {', '.join(sorted(roles)) or 'no role'}; {kind} needs the role "
                 f"{_describe_roles(needed)}")
     return None
+
+
+def _holds_token(view: LedgerView, seq: int, at_us: int, identity: str, scope: str) -> bool:
+    """Whether ``identity`` had a token with ``scope`` before ``seq``, unrevoked and unexpired at ``at_us``."""
+    revoked = {e.payload["token_sha256"] for e in view.of_kind("token.revoked") if e.seq < seq}
+    return any(e.seq < seq and e.payload["identity"] == identity and scope in e.payload["scopes"]
+               and e.payload["token_sha256"] not in revoked and parse_ts(e.payload["expires_at"]) > at_us
+               for e in view.of_kind("token.issued"))
 
 
 @register_guard
@@ -194,7 +243,9 @@ def _guard(view: LedgerView, seq: int, kind: str, actor: str | None, subject: st
     problem = action_problem(view, seq, time.time_ns() // 1000, kind, actor, subject, payload, trusted)
     if problem is not None:
         hint = "" if payload.get("actor_signature") else (
-            " (act as a registered identity: --as KEYFILE or MLLEDGER_IDENTITY)")
+            " (act as a registered identity: --as KEYFILE or MLLEDGER_IDENTITY" + (
+                "; through the serving API, the server vouches for a token's holder only when it runs as a "
+                "registered service identity: mlledger --as KEYFILE serve" if kind in VOUCHED else "") + ")")
         raise InputError(f"{kind} refused: {problem}{hint}")
 
 
@@ -203,11 +254,6 @@ def _pending(view: LedgerView, seq: int, kind: str, actor: str, subject: str | N
     from ledger.view import ViewEntry
 
     return ViewEntry(seq, kind, actor, subject, "", b"", payload)
-
-
-UNGOVERNED_PERSON_KINDS: Final = ("human.reviewed", "gate.evaluated", "incident.opened", "incident.reported",
-                                  "incident.closed", "label.received", "report.generated")
-"""Kinds a person writes that are not signed actions yet: audit reports them after access.enabled."""
 
 
 def audit_access(view: LedgerView, finding: Any) -> list[Any]:
@@ -246,34 +292,34 @@ def audit_access(view: LedgerView, finding: Any) -> list[Any]:
         since = "" if enabled is None else f" (before access control began at seq {enabled})"
         out.append(finding(0, "notice", f"{unsigned} governance action(s) are not signed by their actor{since}: "
                                         "their actor names are not authenticated"))
-    if enabled is not None:  # kinds people write that the role table does not govern yet: say so, once each
-        for kind in UNGOVERNED_PERSON_KINDS:
-            late = [e.seq for e in view.of_kind(kind) if e.seq > enabled]
-            if late:
-                out.append(finding(late[0], "notice", f"{len(late)} {kind} entr{'y' if len(late) == 1 else 'ies'} "
-                                                      f"after access control began (seq {enabled}) carry no actor "
-                                                      "signature: their actor names are not authenticated"))
     return out
 
 
-def require_role(ledger: Any, roles: frozenset[str], action: str) -> str | None:
-    """For a CLI action the guard does not see (its entry is written by the server too, e.g. a review):
-    in an access-controlled ledger, the acting identity must hold one of ``roles``. Returns the
-    acting identity's name (the actor to record), if any."""
+
+def require_roles_for(ledger: Any, kinds: tuple[str, ...], action: str) -> None:
+    """Before a run that writes several kinds (the closed loop), refuse it, writing nothing, unless in an
+    access-controlled ledger the acting identity holds a role for each of ``kinds``: so a loop does not
+    stop half-way at its first refused step. The guard still checks every entry as it is appended."""
+    from policies._approvals import GENESIS_ADMIN
     from policies._governance import identities
 
     with ledger.view() as view:
         enabled = access_enabled_seq(view)
         held = identities(view)
-    name: str | None = ledger.acting_as
     if enabled is None:
-        return name
+        return
+    name: str | None = ledger.acting_as
     if name is None:
         raise InputError(f"{action} refused: this ledger is access-controlled (since seq {enabled}); act as a "
                          "registered identity with --as KEYFILE or MLLEDGER_IDENTITY")
     ident = held.get(name)
-    have = ident.roles if ident is not None else frozenset()
-    if not have & roles:
-        raise InputError(f"{action} refused: {name} holds {', '.join(sorted(have)) or 'no role'}; {action} needs "
-                         f"the role {_describe_roles(roles)}")
-    return name
+    have = frozenset({"admin"}) if name == GENESIS_ADMIN else ident.roles if ident is not None else frozenset()
+    missing: dict[str, list[str]] = {}
+    for kind in kinds:
+        needed = KIND_ROLES[kind]
+        if not have & needed:
+            missing.setdefault(_describe_roles(needed), []).append(kind)
+    if missing:
+        what = "; ".join(f"{roles} ({', '.join(ks)})" for roles, ks in missing.items())
+        raise InputError(f"{action} refused: {name} holds {', '.join(sorted(have)) or 'no role'}; it also needs the "
+                         f"role {what}")

@@ -189,7 +189,7 @@ class RuleRecord(Payload):
 
 
 @register("gate.evaluated")
-class GateEvaluated(Payload):
+class GateEvaluated(SignedAction):
     """A policy gate's decision for one model version and stage (DESIGN.md section 6)."""
 
     model: Identifier  # NAME@VERSION

@@ -12,7 +12,8 @@ from typing import Annotated, Literal
 
 from pydantic import Field, StringConstraints
 
-from ledger.events import Payload, Sha256Hex, register
+from ledger.actions import SignedAction
+from ledger.events import Sha256Hex, register
 
 __all__ = ["REPORT_KINDS", "ReportGenerated"]
 
@@ -22,7 +23,7 @@ ModelRef = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/
 
 
 @register("report.generated")
-class ReportGenerated(Payload):
+class ReportGenerated(SignedAction):
     """A report written from the first ``tree_size`` entries (root ``root``)."""
 
     report_sha256: Sha256Hex

@@ -170,7 +170,11 @@ def test_cli_actions_as_identities_in_an_access_controlled_ledger(world: Path) -
     run("--as", ADMIN, "access", "enable", "--reason", "go live")
     Path("spec.yaml").write_text(SPEC % 5)
     ref = run("--as", "ids/dev.pem", "train", "spec.yaml").split()[1]
-    run("gate", "--model", ref, "--stage", "production", code=3)
+    size = head_size()
+    unsigned = run("gate", "--model", ref, "--stage", "production", code=2)  # no identity: the gate is refused
+    assert "gate.evaluated refused: gate.evaluated by" in unsigned and "is not signed by its actor" in unsigned
+    assert head_size() == size
+    run("--as", "ids/dana.pem", "gate", "--model", ref, "--stage", "production", code=3)
     run("approve", "--decision", str(head_size() - 1), "--key", "keys/risk.pem", "--as", "risk@example.com")
     size = head_size()
     refused = run("--as", "ids/svc.pem", "promote", ref, "--to", "production", code=2)
@@ -178,11 +182,14 @@ def test_cli_actions_as_identities_in_an_access_controlled_ledger(world: Path) -
     assert head_size() == size
     assert "forged" not in run("promote", ref, "--to", "production", code=2)  # no identity: refused too
     run("--as", "ids/dana.pem", "promote", ref, "--to", "production")
-    actors = {kind: entries(kind)[-1]["actor"] for kind in ("model.trained", "model.promoted", "model.deployed")}
-    assert actors == {"model.trained": "dev", "model.promoted": "dana", "model.deployed": "dana"}
+    actors = {kind: entries(kind)[-1]["actor"] for kind in ("model.trained", "gate.evaluated", "model.promoted",
+                                                            "model.deployed")}
+    assert actors == {"model.trained": "dev", "gate.evaluated": "dana", "model.promoted": "dana",
+                      "model.deployed": "dana"}
+    assert all("actor_signature" in entries(k)[-1]["payload"] for k in actors)  # type: ignore[operator]
     audit = run("audit")
     assert "audit: 0 violation(s)" in audit
-    assert "1 gate.evaluated entry after access control began" in audit  # not a signed action yet: said
+    assert "after access control began" not in audit  # every kind people write is a signed action now
     refused = run("--as", "ids/svc.pem", "review", "1", "--outcome", "confirmed", "--reason", "ok", code=2)
     assert "human.reviewed refused: svc holds service; human.reviewed needs the role model-risk or validator" in refused
 
@@ -211,7 +218,7 @@ def test_the_server_signs_the_deployment_it_follows_as_its_identity(world: Path)
     with server(env={"MLLEDGER_IDENTITY": "ids/dana.pem"}):
         Path("spec.yaml").write_text(SPEC % 6)
         ref = run("--as", "ids/dev.pem", "train", "spec.yaml").split()[1]
-        run("gate", "--model", ref, "--stage", "production", code=3)
+        run("--as", "ids/dana.pem", "gate", "--model", ref, "--stage", "production", code=3)
         run("approve", "--decision", str(head_size() - 1), "--key", "keys/risk.pem", "--as", "risk@example.com")
         run("--as", "ids/dana.pem", "promote", ref, "--to", "production", "--no-deploy")
         deadline = time.monotonic() + 30
@@ -236,3 +243,36 @@ def test_serving_without_authentication_is_refused_off_loopback_and_on_an_access
     run("--as", ADMIN, "access", "enable", "--reason", "go live")
     controlled = serve()
     assert controlled.returncode == 2 and "this ledger is access-controlled" in controlled.stderr
+
+
+def test_the_server_vouches_for_reviews_by_token_holders_on_an_access_controlled_ledger(world: Path) -> None:
+    """POST /v1/reviews keeps the token's identity as actor and is signed by the server's service identity
+    (vouched_by); a server without an identity cannot vouch, and the review is refused with why."""
+    outputs: list[str] = []
+    for name, role in (("svc", "service"), ("rev", "validator")):
+        run("identity", "keygen", name, "-o", "ids")
+        run("--as", ADMIN, "identity", "register", name, "--role", role, "--public-key", f"ids/{name}.pub")
+    predict, review = issue(outputs, "svc", "predict"), issue(outputs, "rev", "review")
+    run("--as", ADMIN, "access", "enable", "--reason", "go live")
+    body = lambda seq: {"prediction_seq": seq, "outcome": "confirmed", "reason": "checked"}  # noqa: E731
+    auth = lambda tok: {"Authorization": f"Bearer {tok}"}  # noqa: E731
+
+    with server() as (url, _proc):  # no identity: it cannot vouch
+        ok = httpx.post(url + "/v1/predict", json={"record": RECORD}, headers=auth(predict), timeout=30)
+        assert ok.status_code == 200, ok.text
+        seq = ok.json()["predictions"][0]["receipt"]["seq"]
+        size = _size()
+        refused = httpx.post(url + "/v1/reviews", json=body(seq), headers=auth(review), timeout=30)
+        assert refused.status_code == 422
+        assert "human.reviewed by rev is not signed by its actor" in refused.json()["detail"]
+        assert "mlledger --as KEYFILE serve" in refused.json()["detail"]
+        assert _size() == size
+    with server(env={"MLLEDGER_IDENTITY": "ids/svc.pem"}) as (url, _proc):
+        reviewed = httpx.post(url + "/v1/reviews", json=body(seq), headers=auth(review), timeout=30)
+        assert reviewed.status_code == 200, reviewed.text
+    made = _entry(reviewed.json()["seq"])
+    payload = dict(made["payload"])  # type: ignore[call-overload]
+    assert (made["kind"], made["actor"], payload["vouched_by"]) == ("human.reviewed", "rev", "svc")
+    assert payload["actor_signature"]["signature"]
+    assert "audit: 0 violation(s)" in run("audit")
+    _no_secret_in(outputs, [predict, review])

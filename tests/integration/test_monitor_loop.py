@@ -387,3 +387,44 @@ def test_group_membership_never_enters_a_label_entry(world: Path) -> None:
     before = head_size()
     assert "no live data-subject key" in run("labels", "ingest", "anon-labels.csv", "--group", "sex", code=2)
     assert head_size() == before
+
+
+def test_on_an_access_controlled_ledger_the_loop_runs_as_an_identity_holding_its_steps_roles(world: Path) -> None:
+    """Labels, monitoring and the loop each act as a registered identity (--as): without one they are refused,
+    writing nothing; a service identity may monitor but not run the loop, which is refused before its first
+    step, naming the roles it lacks; an identity holding them all runs the loop, signing every step."""
+    admin = ".mlledger/keys/log.pem"  # the genesis admin
+    publish(AUTO)
+    for name, roles in (("mon", ["service"]), ("steward", ["data-steward"]),
+                        ("bot", ["service", "data-steward", "model-developer", "deployer"])):
+        run("identity", "keygen", name, "-o", "ids")
+        run("--as", admin, "identity", "register", name, *[x for r in roles for x in ("--role", r)],
+            "--public-key", f"ids/{name}.pub")
+    run("--as", admin, "access", "enable", "--reason", "go live")
+    score("normal", 11, 0.0)
+    truth = score("drift", 12, 2.0)
+    truth[["seq", "label", "sex"]].to_csv("labels.csv", index=False)
+
+    size = head_size()
+    out = run("labels", "ingest", "labels.csv", "--group", "sex", code=2)
+    assert "label.received refused: label.received by" in out and "is not signed by its actor" in out
+    out = run("monitor", "--model", "credit", "--retrain", code=2)
+    assert "monitor.window refused: monitor.window by system:monitor is not signed by its actor" in out
+    assert head_size() == size  # nothing written
+    run("--as", "ids/steward.pem", "labels", "ingest", "labels.csv", "--group", "sex")
+    out = run("--as", "ids/mon.pem", "monitor", "--model", "credit", "--retrain", code=2)
+    assert ("the closed loop refused: mon holds service; it also needs the role data-steward (dataset.registered, "
+            "dataset.validated); model-developer (model.trained, evidence.recorded)") in out
+    assert of_kind("monitor.alert") and not of_kind("retrain.triggered")  # monitored; the loop did not start
+
+    out = run("--as", "ids/bot.pem", "loop", "run", "--model", "credit")
+    assert "credit@2 promoted" in out and deployed_model() == "credit@2"
+    with Ledger.open(".mlledger") as led:
+        written = {e.kind: e for e in led.iter() if e.kind in (
+            "label.received", "monitor.window", "monitor.alert", "retrain.triggered", "dataset.registered",
+            "model.trained", "evidence.recorded", "gate.evaluated", "model.promoted", "model.deployed")}
+    actors = {k: e.data["actor"] for k, e in written.items()}
+    assert actors == {"label.received": "steward", "monitor.window": "mon", "monitor.alert": "mon",
+                      **{k: "bot" for k in written if k not in ("label.received", "monitor.window", "monitor.alert")}}
+    assert len(actors) == 10 and all("actor_signature" in e.payload for e in written.values())
+    assert "audit: 0 violation(s)" in run("audit")
