@@ -144,6 +144,8 @@ class IdentityRegistered(Payload):
     #: only identities whose registration carries a valid admin signature.
     signed_by: Identifier | None = None
     signature: B64Signature | None = None
+    #: 2: the signature covers ``display_name`` too (FORMAT.md 3.7); absent: version 1, which did not.
+    signature_version: Literal[2] | None = None
 
     @model_validator(mode="after")
     def _unique_roles(self) -> Self:
@@ -151,6 +153,8 @@ class IdentityRegistered(Payload):
             raise ValueError("roles must not repeat")
         if (self.signed_by is None) != (self.signature is None):
             raise ValueError("signed_by and signature go together")
+        if self.signature_version is not None and self.signature is None:
+            raise ValueError("signature_version needs a signature")
         return self
 
     @model_serializer(mode="wrap")
@@ -159,6 +163,8 @@ class IdentityRegistered(Payload):
         if self.signature is None:  # unsigned registrations keep their pre-signature bytes
             data.pop("signed_by", None)
             data.pop("signature", None)
+        if self.signature_version is None:  # version 1 registrations keep their bytes
+            data.pop("signature_version", None)
         return data
 
 

@@ -21,18 +21,30 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from ledger.errors import SignatureError
 
-__all__ = ["APPROVAL_DOMAIN", "GENESIS_ADMIN", "IDENTITY_DOMAIN", "approval_message", "identity_message",
-           "sign_approval", "verify_approval"]
+__all__ = ["APPROVAL_DOMAIN", "GENESIS_ADMIN", "IDENTITY_DOMAIN", "IDENTITY_DOMAIN_V2", "approval_message",
+           "identity_message", "sign_approval", "verify_approval"]
 
 APPROVAL_DOMAIN: Final = b"mlledger/approval/v1\n"
 IDENTITY_DOMAIN: Final = b"mlledger/identity/v1\n"
+#: Version 2 also covers ``display_name``; it signs canonical JSON, so no field can run into another.
+IDENTITY_DOMAIN_V2: Final = b"mlledger/identity/v2\n"
 #: ``signed_by`` of a registration vouched for by the log key's owner (the genesis admin).
 GENESIS_ADMIN: Final = "ledger-key"
 
 
-def identity_message(origin: str, name: str, roles: list[str], public_key: str, signed_by: str) -> bytes:
-    """What an admin signs to register an identity (domain-separated, bound to the log)."""
-    return IDENTITY_DOMAIN + f"{origin}\n{name}\n{','.join(sorted(roles))}\n{public_key}\n{signed_by}\n".encode()
+def identity_message(origin: str, name: str, roles: list[str], public_key: str, signed_by: str, *,
+                     display_name: str | None = None, version: int = 2) -> bytes:
+    """What an admin signs to register an identity (domain-separated, bound to the log).
+
+    Version 1 (registrations without ``signature_version``) did not cover ``display_name``.
+    """
+    if version == 1:
+        return IDENTITY_DOMAIN + f"{origin}\n{name}\n{','.join(sorted(roles))}\n{public_key}\n{signed_by}\n".encode()
+    from ledger.canonical import encode
+
+    return IDENTITY_DOMAIN_V2 + encode({"origin": origin, "name": name, "roles": sorted(roles),
+                                        "public_key": public_key, "signed_by": signed_by,
+                                        "display_name": display_name})
 
 
 def approval_message(origin: str, decision_seq: int, decision_leaf_hash: str, signer: str,

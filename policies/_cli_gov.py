@@ -109,7 +109,7 @@ def identity_register(obj: Context, name: str, roles: tuple[str, ...], public_ke
             admin_key = obj.identity_path
             admin = None if ledger.acting_as == GENESIS_ADMIN else ledger.acting_as
         signed_by = admin or GENESIS_ADMIN
-        msg = identity_message(ledger.origin(), name, list(roles), pub, signed_by)
+        msg = identity_message(ledger.origin(), name, list(roles), pub, signed_by, display_name=display_name)
         if admin_key is not None:
             signature = sign_approval(_load_private(admin_key), msg)
         else:
@@ -117,7 +117,8 @@ def identity_register(obj: Context, name: str, roles: tuple[str, ...], public_ke
             assert log_key is not None
             signature = base64.b64encode(log_key.sign(msg)).decode()
         payload = IdentityRegistered(name=name, roles=list(roles), public_key=pub,  # type: ignore[arg-type]
-                                     display_name=display_name, signed_by=signed_by, signature=signature)
+                                     display_name=display_name, signed_by=signed_by, signature=signature,
+                                     signature_version=2)
         r = ledger.append(Event(payload, actor=admin or "admin:ledger-key", subject=f"identity:{name}"))
     click.echo(f"registered {name} ({', '.join(roles)}) at seq {r.seq}, signed by {signed_by}")
 

@@ -102,7 +102,8 @@ def _registration_problem(view: LedgerView, e: ViewEntry, trusted: dict[str, Ide
     p = e.payload
     if p.get("signature") is None:
         return "its registration carries no admin signature"
-    msg = identity_message(view.origin(), p["name"], p["roles"], p["public_key"], p["signed_by"])
+    msg = identity_message(view.origin(), p["name"], p["roles"], p["public_key"], p["signed_by"],
+                           display_name=p.get("display_name"), version=int(p.get("signature_version") or 1))
     if p["signed_by"] == GENESIS_ADMIN:
         try:
             history = KeyHistory.from_entries(

@@ -84,13 +84,19 @@ class World:
         self.ledger = Ledger.init(str(path / "ledger"), origin=ORIGIN, verifier_key=self.log.verifier_key)
         self.keys: dict[str, Ed25519PrivateKey] = {}
 
-    def register(self, name: str, *roles: str) -> None:
+    def register(self, name: str, *roles: str, display_name: str | None = None, version: int = 2,
+                 shown: str | None = None) -> None:
+        """Register ``name`` signed by the genesis admin; ``shown`` puts another display name in the
+        entry than the one signed (a tampered registration)."""
         key = Ed25519PrivateKey.generate()
         self.keys[name] = key
-        msg = identity_message(ORIGIN, name, list(roles), _pub(key), GENESIS_ADMIN)
+        msg = identity_message(ORIGIN, name, list(roles), _pub(key), GENESIS_ADMIN, display_name=display_name,
+                               version=version)
         sig = base64.b64encode(self.log.private_key.sign(msg)).decode()
         self.ledger.append(Event(IdentityRegistered(name=name, roles=list(roles), public_key=_pub(key),  # type: ignore[arg-type]
-                                                    signed_by=GENESIS_ADMIN, signature=sig),
+                                                    display_name=shown if shown is not None else display_name,
+                                                    signed_by=GENESIS_ADMIN, signature=sig,
+                                                    signature_version=2 if version == 2 else None),
                                  actor="admin:ledger-key", subject=f"identity:{name}"))
 
     def as_genesis(self, payload: Payload, subject: str | None = None) -> int:
@@ -501,3 +507,33 @@ def test_the_closed_loop_is_refused_up_front_without_an_identity_holding_every_s
     controlled.register("loop-bot", "service", "data-steward", "model-developer", "deployer")
     controlled.ledger.act_as("loop-bot", controlled.keys["loop-bot"])
     require_roles_for(controlled.ledger, LOOP_KINDS, "the closed loop")  # no error
+
+
+# -- identity registrations: version 2 signatures cover the display name ------------------------------------
+
+
+def test_a_registration_whose_display_name_was_changed_is_untrusted_and_refused(world: World) -> None:
+    from policies._governance import identities
+
+    world.register("ann@example.com", "validator", display_name="Ann Example")
+    world.register("eve@example.com", "validator", display_name="Eve", shown="Chief Risk Officer")
+    world.register("old@example.com", "validator", display_name="Old Style", version=1)  # before v2: still valid
+    with world.ledger.view() as view:
+        trusted = identities(view, before=view.size)
+    assert {"ann@example.com", "old@example.com"} <= set(trusted) and "eve@example.com" not in trusted
+    world.as_genesis(AccessEnabled(reason="go live"))
+    size = world.ledger.head_size()
+    with pytest.raises(InputError, match="identity.registered refused"):
+        world.register("mal@example.com", "validator", display_name="Mal", shown="The CEO")
+    assert world.ledger.head_size() == size
+
+
+def test_the_version_2_identity_message_is_canonical_json_of_every_field() -> None:
+    from ledger.canonical import encode
+    from policies._approvals import IDENTITY_DOMAIN_V2
+
+    msg = identity_message("o", "n", ["b", "a"], "K", "s", display_name="Line\nbreak")
+    assert msg == IDENTITY_DOMAIN_V2 + encode({"display_name": "Line\nbreak", "name": "n", "origin": "o",
+                                               "public_key": "K", "roles": ["a", "b"], "signed_by": "s"})
+    assert identity_message("o", "n", ["a"], "K", "s", display_name="x") != identity_message(
+        "o", "n", ["a"], "K", "s", display_name="y")
