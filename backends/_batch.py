@@ -26,17 +26,20 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from pydantic import TypeAdapter
 
 from backends.kinds import PredictionBatch, PredictionMade
 from backends.serving import Scorer, recorded_score
 from ledger import merkle
-from ledger.canonical import encode
+from ledger.canonical import MAX_SAFE_INT, encode
 from ledger.errors import InputError, IntegrityError, MlledgerError
 from ledger.events import Event
 
 __all__ = ["BatchResult", "predict_file", "row_proof", "verify_row_proof"]
 
 FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+_PREDICTIONS: TypeAdapter[list[PredictionMade]] = TypeAdapter(list[PredictionMade])
+_NO_NODES = 64  # Frontier.extend: keep no interior nodes (only the root is needed)
 
 
 @dataclass(frozen=True)
@@ -151,7 +154,8 @@ def predict_file(scorer: Scorer, source: Path, output: Path, *, subject_column: 
     records_path = output.with_name(output.name + ".records.jsonl") if batch_commitment else None
     tmp_rec = records_path.with_name(f".{records_path.name}.{os.getpid()}.tmp") if records_path else None
     parts: list[Any] = []
-    leaves: list[bytes] = []
+    tree = merkle.Frontier()  # the records' Merkle tree, built as they are written
+    sha = hashlib.sha256
     to_seal: list[Any] = []
     first_seq: int | None = None
     entries = 0
@@ -185,18 +189,18 @@ def predict_file(scorer: Scorer, source: Path, output: Path, *, subject_column: 
                                     "input_commitment": [x.hex() for x in digests],
                                     "key_id": [k.key_id for k in keys]}
             if rec_fh is not None:
-                for i, row in enumerate(rows):
-                    line = encode({"input_commitment": part["input_commitment"][i], "key_id": keys[i].key_id,
-                                   "label": labels[i], "row": row, "score": recorded_score(scores[i])})
-                    leaves.append(merkle.leaf_hash(line))
-                    rec_fh.write(line + b"\n")
+                lines = _record_lines(part)
+                tree.extend([sha(b"\x00" + line).digest() for line in lines], min_level=_NO_NODES)
+                rec_fh.write(b"".join(line + b"\n" for line in lines))
             elif scorer.record:  # (not recording: bench/predict.py's baseline only)
-                events = [Event(PredictionMade(
-                    model=d.ref, artifact_sha256=d.artifact_sha256, stage=d.stage, deployed_seq=d.deployed_seq,
-                    input_commitment=part["input_commitment"][i], key_id=keys[i].key_id, label=labels[i],
-                    score=recorded_score(scores[i]), latency_ms=latency_ms, automated_decision=automated,
-                    sealed=scorer.seal),
-                    actor=scorer.actor, subject=f"model:{d.ref}") for i in range(len(records))]
+                common = {"model": d.ref, "artifact_sha256": d.artifact_sha256, "stage": d.stage,
+                          "deployed_seq": d.deployed_seq, "latency_ms": latency_ms, "automated_decision": automated,
+                          "sealed": scorer.seal}
+                payloads = _PREDICTIONS.validate_python([
+                    {**common, "input_commitment": c, "key_id": k, "label": lab, "score": recorded_score(sc)}
+                    for c, k, lab, sc in zip(part["input_commitment"], part["key_id"], labels, scores, strict=True)])
+                subject = f"model:{d.ref}"
+                events = [Event(p, actor=scorer.actor, subject=subject) for p in payloads]
                 settle()
                 pending = (writer.submit(scorer.ws.ledger.append_many, events), part)
             if scorer.seal and rec_fh is None:
@@ -213,11 +217,10 @@ def predict_file(scorer: Scorer, source: Path, output: Path, *, subject_column: 
         if rec_fh is not None and tmp_rec is not None and records_path is not None:
             rec_fh.close()
             rec_fh = None
-            root_hash = merkle.root_of(leaves)
-            root = root_hash.hex()
+            root = tree.root().hex()
             receipt = scorer.ws.ledger.append(Event(PredictionBatch(
                 model=d.ref, artifact_sha256=d.artifact_sha256, stage=d.stage, deployed_seq=d.deployed_seq,
-                count=len(leaves), root=root, records_sha256=_sha256_file(tmp_rec), automated_decision=automated),
+                count=tree.size, root=root, records_sha256=_sha256_file(tmp_rec), automated_decision=automated),
                 actor=scorer.actor, subject=f"model:{d.ref}"))
             batch_seq, entries = receipt.seq, 1
             os.replace(tmp_rec, records_path)
@@ -242,6 +245,32 @@ def predict_file(scorer: Scorer, source: Path, output: Path, *, subject_column: 
                 t.unlink()
     return BatchResult(done, entries, first_seq, batch_seq, root, output, records_path,
                        time.perf_counter() - start)
+
+
+def _record_lines(part: dict[str, Any]) -> list[bytes]:
+    """The canonical record of each row of ``part`` (FORMAT.md 3.15): the bytes ``encode`` gives, spliced
+    from pre-encoded pieces; a value outside the fast path (a string label, a non-finite score) is
+    encoded by ``encode`` itself."""
+    out: list[bytes] = []
+    key_json: dict[str, bytes] = {}
+    for commitment, key_id, label, row, score in zip(part["input_commitment"], part["key_id"], part["label"],
+                                                     part["row"], part["score"], strict=True):
+        score = recorded_score(score)
+        tl, ts = type(label), type(score)
+        if (tl is int or tl is bool) and -MAX_SAFE_INT <= label <= MAX_SAFE_INT and (
+                score is None or (ts is float and score - score == 0.0)):
+            kj = key_json.get(key_id)
+            if kj is None:
+                kj = key_json[key_id] = orjson.dumps(key_id)
+            out.append(b"".join((
+                b'{"input_commitment":"', commitment.encode(), b'","key_id":', kj,
+                b',"label":', b"true" if label is True else b"false" if label is False else str(label).encode(),
+                b',"row":', str(row).encode(), b',"score":', b"null" if score is None else repr(score).encode(),
+                b"}")))
+        else:
+            out.append(encode({"input_commitment": commitment, "key_id": key_id, "label": label, "row": row,
+                               "score": score}))
+    return out
 
 
 def _write_output(parts: list[dict[str, Any]], path: Path, fmt: str, batch_seq: int | None) -> None:

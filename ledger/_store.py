@@ -14,7 +14,7 @@ import contextlib
 import hashlib
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -27,6 +27,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 from ledger import merkle
 from ledger.canonical import GENESIS_PREV, EntryPrefix, entry_bytes, format_ts
 from ledger.errors import InputError, IntegrityError, LedgerNotFound, StorageError
+from ledger.events import check_for, guards, payload_model
 from ledger.keyhistory import KeyHistory
 from ledger.schema import (
     FORMAT_MARKER,
@@ -35,6 +36,7 @@ from ledger.schema import (
     SCHEMA_VERSION,
     meta,
 )
+from ledger.view import LedgerView
 
 __all__ = ["DEFAULT_DB_NAME", "Head", "Receipt", "Sequencer", "Store", "Tx", "Writer", "resolve_url"]
 
@@ -330,21 +332,55 @@ class Store:
 class Tx:
     """Driver-level SQL on one connection; ``{p}`` in SQL is the driver's placeholder."""
 
-    __slots__ = ("_exec", "_ph", "dialect")
+    __slots__ = ("_before", "_exec", "_ph", "dialect")
 
-    def __init__(self, execute: Any, dialect: str) -> None:
+    def __init__(self, execute: Any, dialect: str, *, before: Callable[[], None] | None = None) -> None:
         self._exec = execute
         self.dialect = dialect
         self._ph = "?" if dialect == "sqlite" else "%s"
+        #: Run before each statement (the sequencer's buffered rows are written first).
+        self._before = before
 
     def sql(self, template: str) -> str:
         return template.replace("{p}", self._ph)
 
     def rows(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        if self._before is not None:
+            self._before()
         return list(self._exec(sql, tuple(params)).fetchall())
 
     def many(self, sql: str, params: list[tuple[Any, ...]]) -> None:
+        if self._before is not None:
+            self._before()
         self._exec(sql, params)
+
+
+class _Rows:
+    """Entry rows of one sequencing batch, buffered until a read needs them or the batch ends."""
+
+    __slots__ = ("frontier", "leaves", "rows", "tx")
+
+    def __init__(self, tx: Tx, frontier: merkle.Frontier) -> None:
+        self.tx, self.frontier = tx, frontier
+        self.rows: list[tuple[Any, ...]] = []
+        self.leaves: list[bytes] = []
+
+    @staticmethod
+    def reading(tx: Tx, flush: Callable[[], None]) -> Tx:
+        """``tx``, writing the buffered rows before each statement."""
+        return Tx(tx._exec, tx.dialect, before=flush)
+
+    def flush(self) -> None:
+        """Write the buffered entries and the Merkle nodes they complete (one statement each)."""
+        if not self.rows:
+            return
+        tx = self.tx
+        node_rows = self.frontier.extend(self.leaves, min_level=NODE_MIN_LEVEL)
+        tx.many(tx.sql(_ENTRY_SQL), self.rows)
+        if node_rows:
+            tx.many(tx.sql(_NODE_SQL), node_rows)
+        self.rows.clear()
+        self.leaves.clear()
 
 
 class _Cursor:
@@ -450,47 +486,32 @@ class Sequencer:
         ts_us = max(time.time_ns() // 1000, last_ts)
         ts = format_ts(ts_us)
         receipts: list[Receipt] = []
-        seq, start = size, 0
+        out = _Rows(tx, frontier)
         # A checked entry (key event or registered check) is checked against the ledger
-        # including every entry before it in this batch: those are written first, in the
-        # same transaction, so the check's view sees them (and a refusal rolls all back).
-        for i, pre in enumerate(batch):
-            if pre.payload is not None:
-                seq, prev = self._emit(tx, batch[start:i], seq, prev, ts, ts_us, frontier, receipts)
-                start = i
-                self._check(tx, pre, seq)
-        seq, prev = self._emit(tx, batch[start:], seq, prev, ts, ts_us, frontier, receipts)
-        self._pending = (seq, prev, frontier)
-        return receipts
-
-    @staticmethod
-    def _emit(tx: Tx, batch: Sequence[EntryPrefix], seq: int, prev: bytes, ts: str, ts_us: int,
-              frontier: merkle.Frontier, receipts: list[Receipt]) -> tuple[int, bytes]:
-        """Write ``batch`` from ``seq`` on; returns the next seq and the last leaf hash."""
-        if not batch:
-            return seq, prev
-        rows: list[tuple[Any, ...]] = []
-        leaves: list[bytes] = []
-        sha = hashlib.sha256
+        # including every entry before it in this batch: the rows buffered so far are written,
+        # in the same transaction, before the check's first read (``_Rows.reading``), so its
+        # view sees them (and a refusal rolls all back). A check that reads nothing (e.g. a
+        # decision under a deployment key) costs no statement.
+        checked = _Rows.reading(tx, out.flush)
+        sha, leaf_prefix = hashlib.sha256, _LEAF
+        rows, leaves = out.rows, out.leaves
+        seq = size
         for pre in batch:
+            if pre.payload is not None:
+                self._check(checked, pre, seq)
             data = entry_bytes(pre, seq, prev.hex(), ts)
-            leaf = sha(_LEAF + data).digest()
+            leaf = sha(leaf_prefix + data).digest()
             rows.append((seq, leaf, prev, ts_us, pre.kind, pre.subject, data))
             receipts.append(Receipt(seq, leaf, ts))
             leaves.append(leaf)
             prev = leaf
             seq += 1
-        node_rows = frontier.extend(leaves, min_level=NODE_MIN_LEVEL)
-        tx.many(tx.sql(_ENTRY_SQL), rows)
-        if node_rows:
-            tx.many(tx.sql(_NODE_SQL), node_rows)
-        return seq, prev
+        out.flush()
+        self._pending = (seq, prev, frontier)
+        return receipts
 
     def _check(self, tx: Tx, pre: EntryPrefix, seq: int) -> None:
         """A key event must fit the key history; a checked kind must pass its check."""
-        from ledger.events import check_for, guards, payload_model
-        from ledger.view import LedgerView
-
         assert pre.payload is not None
         if payload_model(pre.kind).GOVERNED:  # access control first (issue 12)
             for guard in guards():

@@ -17,6 +17,7 @@ Invariants this module keeps:
 from __future__ import annotations
 
 import calendar
+import functools
 import math
 import re
 import time
@@ -31,6 +32,7 @@ __all__ = [
     "GENESIS_PREV",
     "MAX_NAME_BYTES",
     "MAX_PAYLOAD_BYTES",
+    "MAX_SAFE_INT",
     "EntryPrefix",
     "canonical_value",
     "decode",
@@ -52,6 +54,7 @@ MAX_NAME_BYTES: Final = 512
 MAX_SAFE_INT: Final = (1 << 53) - 1
 
 _OPTS: Final = orjson.OPT_SORT_KEYS | orjson.OPT_STRICT_INTEGER
+Fragment: Final = orjson.Fragment
 _TS_RE: Final = re.compile(rb"\A(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})\.(\d{6})Z\Z")
 
 
@@ -73,10 +76,10 @@ class _Bad(Exception):
 
 
 def _fast(value: Any) -> Any:
-    """The hot path of ``canonical_value``: no path bookkeeping, raises ``_Bad``.
+    """The hot path of ``owned_canonical_value``: no path bookkeeping, raises ``_Bad``.
 
     Rewrites floats in place (containers are the caller's fresh copies) and
-    recurses only into containers and floats.
+    recurses only into containers.
     """
     t = type(value)
     if t is dict:
@@ -89,6 +92,11 @@ def _fast(value: Any) -> Any:
             if ts is int:
                 if not -MAX_SAFE_INT <= sub <= MAX_SAFE_INT:
                     raise _Bad
+                continue
+            if ts is float:
+                if sub - sub != 0.0:  # not finite
+                    raise _Bad
+                value[key] = Fragment(repr(sub))
                 continue
             value[key] = _fast(sub)
         return value
@@ -103,12 +111,17 @@ def _fast(value: Any) -> Any:
                 continue
             value[i] = _fast(sub)
         return value
-    if t is float:
-        if value - value == 0.0:  # finite
-            return orjson.Fragment(repr(value))
-        raise _Bad
     if t is tuple:
         return _fast(list(value))
+    return _scalar(value)
+
+
+def _scalar(value: Any) -> Any:
+    t = type(value)
+    if t is float:
+        if value - value == 0.0:  # finite
+            return Fragment(repr(value))
+        raise _Bad
     if t is str or t is bool or value is None:
         return value
     if t is int:
@@ -118,13 +131,31 @@ def _fast(value: Any) -> Any:
     raise _Bad
 
 
-def _copy(value: Any) -> Any:
+def _fresh(value: Any) -> Any:
+    """``_fast`` on a copy, in one pass: new containers, the caller's value untouched."""
     t = type(value)
     if t is dict:
-        return {k: _copy(v) for k, v in value.items()}
+        out = {}
+        for key, sub in value.items():
+            if type(key) is not str:
+                raise _Bad
+            ts = type(sub)
+            if ts is str or ts is bool or sub is None:
+                out[key] = sub
+            elif ts is int:
+                if not -MAX_SAFE_INT <= sub <= MAX_SAFE_INT:
+                    raise _Bad
+                out[key] = sub
+            elif ts is float:
+                if sub - sub != 0.0:  # not finite
+                    raise _Bad
+                out[key] = Fragment(repr(sub))
+            else:
+                out[key] = _fresh(sub)
+        return out
     if t is list or t is tuple:
-        return [_copy(v) for v in value]
-    return value
+        return [_fresh(sub) for sub in value]
+    return _scalar(value)
 
 
 def canonical_value(value: Any, where: str) -> Any:
@@ -135,7 +166,11 @@ def canonical_value(value: Any, where: str) -> Any:
     normative float form (docs/FORMAT.md); orjson's own differs between releases,
     so floats are spliced in as pre-encoded fragments.
     """
-    return owned_canonical_value(_copy(value), where)
+    try:
+        return _fresh(value)
+    except _Bad:
+        _explain(value, where)
+        raise AssertionError("unreachable") from None
 
 
 def owned_canonical_value(value: Any, where: str) -> Any:
@@ -195,7 +230,9 @@ class EntryPrefix:
         self.actor: str | None = None
 
 
+@functools.lru_cache(maxsize=4096)
 def _name(value: str | None, field: str) -> bytes:
+    """The JSON form of an actor or subject (cached: names repeat, e.g. over a batch)."""
     try:
         out = orjson.dumps(value)
     except orjson.JSONEncodeError as exc:
@@ -204,6 +241,11 @@ def _name(value: str | None, field: str) -> bytes:
     if len(out) > MAX_NAME_BYTES + 2 and len(value.encode()) > MAX_NAME_BYTES:  # type: ignore[union-attr]
         raise InputError(f"{field}: longer than {MAX_NAME_BYTES} bytes")
     return out
+
+
+@functools.lru_cache(maxsize=1024)
+def _head(kind: str, actor: str) -> bytes:
+    return b"".join((b'{"actor":', _name(actor, "actor"), b',"kind":', orjson.dumps(kind), b',"payload":'))
 
 
 def prefix(kind: str, actor: str, subject: str | None, payload: bytes) -> EntryPrefix:
@@ -216,11 +258,7 @@ def prefix(kind: str, actor: str, subject: str | None, payload: bytes) -> EntryP
             f"payload: {len(payload)} bytes is over the {MAX_PAYLOAD_BYTES}-byte limit; "
             "store large content as an artifact and record its hash"
         )
-    head = b"".join(
-        (b'{"actor":', _name(actor, "actor"), b',"kind":', orjson.dumps(kind),
-         b',"payload":', payload, b',"prev":"')
-    )
-    return EntryPrefix(head, kind, subject, _name(subject, "subject"))
+    return EntryPrefix(_head(kind, actor) + payload + b',"prev":"', kind, subject, _name(subject, "subject"))
 
 
 def entry_bytes(pre: EntryPrefix, seq: int, prev_hex: str, ts: str) -> bytes:

@@ -14,6 +14,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Annotated, Any, ClassVar, Final, TypeVar
 
+import orjson
 from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError
 
 from ledger.canonical import MAX_NAME_BYTES, EntryPrefix, encode, prefix
@@ -234,10 +235,12 @@ class Event:
 
     def prepare(self) -> EntryPrefix:
         """Encode everything but the sequencing fields (done outside the write lock)."""
-        body = self.payload.model_dump(mode="json")
-        pre = prefix(self.kind, self.actor, self.subject, encode(body, where="payload", owned=True))
-        if self.kind.startswith("key.") or self.kind in _CHECKS or self.payload.GOVERNED:
-            pre.payload = self.payload.model_dump(mode="json")
+        kind = self.payload.KIND
+        data = encode(self.payload.model_dump(mode="json"), where="payload", owned=True)
+        pre = prefix(kind, self.actor, self.subject, data)
+        if kind in _CHECKS or kind.startswith("key.") or self.payload.GOVERNED:
+            # the values the entry will hold, as a reader of the stored bytes sees them
+            pre.payload = orjson.loads(data)
             pre.actor = self.actor
         return pre
 
