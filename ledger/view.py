@@ -2,7 +2,9 @@
 
 Checks registered with ``ledger.events.register_check`` receive one. It reads through
 the sequencing transaction (so it sees exactly the entries the new ones will follow)
-and decodes entries with orjson. Entries of the batch being written are not visible.
+and decodes entries with orjson. Entries of the batch being written that come before the one
+being checked are visible (the sequencer writes them first, in the same transaction, so a
+refusal rolls all back); a cache built from a view must allow for that rollback.
 """
 
 from __future__ import annotations
@@ -51,6 +53,35 @@ class LedgerView:
             sql += " AND subject = {p}"
             params.append(subject)
         return [self._entry(r) for r in self._tx.rows(self._tx.sql(sql + " ORDER BY seq"), params)]
+
+    @property
+    def store(self) -> Store:
+        return self._store
+
+    def leaf(self, seq: int) -> bytes | None:
+        """The leaf hash of ``seq``, if that entry exists."""
+        rows = self._tx.rows(self._tx.sql("SELECT leaf_hash FROM entries WHERE seq = {p}"), (seq,))
+        return bytes(rows[0][0]) if rows else None
+
+    def raw_between(self, lo: int, hi: int) -> list[tuple[int, bytes, bytes]]:
+        """``(seq, leaf_hash, entry bytes)`` of every entry with ``lo <= seq < hi``, undecoded."""
+        rows = self._tx.rows(self._tx.sql(
+            "SELECT seq, leaf_hash, entry FROM entries WHERE seq >= {p} AND seq < {p} ORDER BY seq"), (lo, hi))
+        return [(seq, bytes(leaf), bytes(raw)) for seq, leaf, raw in rows]
+
+    def first_at_or_after(self, ts_us: int) -> int:
+        """The first seq whose time is at or after ``ts_us`` (``size`` if none): times never decrease
+        along the log, so a binary search over the primary key finds it in O(log n) reads."""
+        lo, hi = 0, self.size
+        sql = self._tx.sql("SELECT ts_us FROM entries WHERE seq = {p}")
+        while lo < hi:
+            mid = (lo + hi) // 2
+            rows = self._tx.rows(sql, (mid,))
+            if rows and rows[0][0] >= ts_us:
+                hi = mid
+            else:
+                lo = mid + 1
+        return lo
 
     def origin(self) -> str:
         genesis = self.get(0)

@@ -31,9 +31,13 @@ the entry's. ``mlledger audit`` re-runs the same checks (``action_problem``) at 
 from __future__ import annotations
 
 import base64
+import threading
 import time
+import weakref
 from collections.abc import Mapping
 from typing import Any, Final, Protocol
+
+import orjson
 
 from ledger.actions import verify_action
 from ledger.canonical import parse_ts
@@ -182,11 +186,10 @@ def action_problem(view: LedgerView, seq: int, at_us: int, kind: str, actor: str
         return f"{exc}: it was forged or altered"
     if abs(parse_ts(str(sig["signed_at"])) - at_us) > SIGNATURE_WINDOW_US:
         return f"its signature time {sig['signed_at']} is more than 10 minutes from the entry's (a replay?)"
-    if seen is None:
-        seen = {(e.payload.get("actor_signature") or {}).get("signature", ""): e.seq
-                for e in reversed(view.of_kind(kind)) if e.seq < seq}
-    if sig["signature"] in seen:
-        return f"its signature was already used at seq {seen[sig['signature']]} (a replay)"
+    earlier = seen.get(sig["signature"]) if seen is not None else _signatures(view).earlier_use(
+        view, seq, at_us, sig["signature"])
+    if earlier is not None:
+        return f"its signature was already used at seq {earlier} (a replay)"
     needed = roles_for(kind, payload) or frozenset()
     if voucher is not None:
         if not roles & VOUCHER_ROLES:
@@ -201,6 +204,56 @@ def action_problem(view: LedgerView, seq: int, at_us: int, kind: str, actor: str
         return (f"{actor} holds {', '.join(sorted(roles)) or 'no role'}; {kind} needs the role "
                 f"{_describe_roles(needed)}")
     return None
+
+
+class _SignatureIndex:
+    """The signatures of one ledger's recent signed actions, for the replay check at write time.
+
+    A signature counts only within ``SIGNATURE_WINDOW_US`` of its entry's time, so a replay can
+    only collide with an entry less than twice that old. The index reads each entry once, from
+    that horizon on, and forgets older signatures: a signed append costs amortised O(1) reads,
+    not a scan of every earlier entry of its kind. It remembers where it stopped by the leaf hash
+    there; a rolled-back batch (or any other change) shows there, and the index starts again.
+    """
+
+    def __init__(self) -> None:
+        self.upto = 0  # every entry below this seq has been read
+        self.anchor: bytes | None = None  # the leaf hash of upto - 1 when it was read
+        self.first: dict[str, tuple[int, int]] = {}  # signature -> (seq, ts_us) of its first use
+        self.lock = threading.Lock()
+
+    def earlier_use(self, view: LedgerView, seq: int, at_us: int, signature: str) -> int | None:
+        horizon = at_us - 2 * SIGNATURE_WINDOW_US - _CLOCK_SLACK_US
+        with self.lock:
+            if self.upto and (self.upto > seq or view.leaf(self.upto - 1) != self.anchor):
+                self.upto, self.anchor, self.first = 0, None, {}
+            if self.upto < seq:
+                start = self.upto or view.first_at_or_after(horizon)
+                for s, _leaf, raw in view.raw_between(start, seq):
+                    if b'"actor_signature"' in raw:
+                        d = orjson.loads(raw)
+                        used = (d["payload"].get("actor_signature") or {}).get("signature")
+                        if used:
+                            self.first.setdefault(used, (s, parse_ts(d["ts"])))
+                self.upto, self.anchor = seq, view.leaf(seq - 1)
+            if len(self.first) > _INDEX_PRUNE_AT:
+                self.first = {k: v for k, v in self.first.items() if v[1] >= horizon}
+            hit = self.first.get(signature)
+        return hit[0] if hit is not None and hit[0] < seq else None
+
+
+_CLOCK_SLACK_US: Final = 10 * 60 * 1_000_000  # writers' clocks may disagree by this much
+_INDEX_PRUNE_AT: Final = 50_000
+_INDEXES: weakref.WeakKeyDictionary[Any, _SignatureIndex] = weakref.WeakKeyDictionary()
+_INDEXES_LOCK: Final = threading.Lock()
+
+
+def _signatures(view: LedgerView) -> _SignatureIndex:
+    with _INDEXES_LOCK:
+        index = _INDEXES.get(view.store)
+        if index is None:
+            index = _INDEXES[view.store] = _SignatureIndex()
+        return index
 
 
 def _holds_token(view: LedgerView, seq: int, at_us: int, identity: str, scope: str) -> bool:

@@ -271,6 +271,58 @@ def test_a_replayed_signed_action_is_refused(controlled: World) -> None:
         controlled.ledger.append(event)
 
 
+def _signed_policy(world: World, n: int) -> Event:
+    return sign_event(Event(_policy(n), actor="model-risk-person"), actor="model-risk-person",
+                      key=world.keys["model-risk-person"], origin=ORIGIN, signed_at=format_ts(_now_us()))
+
+
+def test_a_replay_inside_one_batch_or_from_another_process_is_refused(controlled: World, tmp_path: Path) -> None:
+    event = _signed_policy(controlled, 501)
+    size = controlled.ledger.head_size()
+    with pytest.raises(InputError, match=f"already used at seq {size}"):
+        controlled.ledger.append_many([event, event])
+    assert controlled.ledger.head_size() == size
+    seq = controlled.ledger.append(event).seq
+    with Ledger.open(str(tmp_path / "ledger")) as other:  # another writer: its own index, read from the log
+        with pytest.raises(InputError, match=f"already used at seq {seq}"):
+            other.append(event)
+
+
+def test_a_rolled_back_batch_does_not_count_as_a_first_use(controlled: World) -> None:
+    """The index reads the batch's earlier entries; when the batch is refused they never happened."""
+    first, refused = _signed_policy(controlled, 601), Event(_policy(602), actor="model-risk-person")  # unsigned
+    size = controlled.ledger.head_size()
+    with pytest.raises(InputError, match="is not signed by its actor"):
+        controlled.ledger.append_many([first, refused])
+    assert controlled.ledger.head_size() == size
+    other = _signed_policy(controlled, 603)
+    assert controlled.ledger.append(other).seq == size  # takes the rolled-back entry's seq
+    assert controlled.ledger.append(first).seq == size + 1  # not "already used" at the vanished seq
+    with pytest.raises(InputError, match=f"already used at seq {size + 1}"):
+        controlled.ledger.append(first)
+
+
+def test_signed_appends_do_not_slow_down_as_the_log_grows(controlled: World) -> None:
+    """The replay check reads each entry once (not every earlier entry of the kind per append)."""
+    from ledger.view import LedgerView
+
+    reads: list[int] = []
+    real = LedgerView.raw_between
+
+    def counting(self: LedgerView, lo: int, hi: int) -> list[tuple[int, bytes, bytes]]:
+        out = real(self, lo, hi)
+        reads.append(len(out))
+        return out
+
+    LedgerView.raw_between = counting  # type: ignore[method-assign]
+    try:
+        for i in range(60):
+            controlled.ledger.append(_signed_policy(controlled, 700 + i))
+    finally:
+        LedgerView.raw_between = real  # type: ignore[method-assign]
+    assert sum(reads[1:]) <= 60  # after the first read, one new entry per append
+
+
 def test_a_forged_actor_written_past_the_guard_is_flagged_by_audit(controlled: World,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """A rogue writer (guards bypassed) records a promotion in a deployer's name: audit flags it."""
