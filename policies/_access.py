@@ -34,7 +34,7 @@ import base64
 import threading
 import time
 import weakref
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, Final, Protocol
 
 import orjson
@@ -217,7 +217,8 @@ class _SignatureIndex:
     """
 
     def __init__(self) -> None:
-        self.upto = 0  # every entry below this seq has been read
+        self.upto = 0  # every entry below this seq, from covered_us on, has been read
+        self.covered_us = 0  # entries at or after this time (below upto) are in ``first``
         self.anchor: bytes | None = None  # the leaf hash of upto - 1 when it was read
         self.first: dict[str, tuple[int, int]] = {}  # signature -> (seq, ts_us) of its first use
         self.lock = threading.Lock()
@@ -225,21 +226,36 @@ class _SignatureIndex:
     def earlier_use(self, view: LedgerView, seq: int, at_us: int, signature: str) -> int | None:
         horizon = at_us - 2 * SIGNATURE_WINDOW_US - _CLOCK_SLACK_US
         with self.lock:
-            if self.upto and (self.upto > seq or view.leaf(self.upto - 1) != self.anchor):
+            if self.upto and view.leaf(self.upto - 1) != self.anchor:  # rolled back or rewritten
                 self.upto, self.anchor, self.first = 0, None, {}
+            if horizon < self.covered_us:
+                return _scan_for(view, view.first_at_or_after(horizon), seq, signature)  # an old check (audit)
             if self.upto < seq:
-                start = self.upto or view.first_at_or_after(horizon)
-                for s, _leaf, raw in view.raw_between(start, seq):
-                    if b'"actor_signature"' in raw:
-                        d = orjson.loads(raw)
-                        used = (d["payload"].get("actor_signature") or {}).get("signature")
-                        if used:
-                            self.first.setdefault(used, (s, parse_ts(d["ts"])))
+                if not self.upto:
+                    self.covered_us = horizon
+                for s, d in _signed_entries(view.raw_between(self.upto or view.first_at_or_after(horizon), seq)):
+                    self.first.setdefault(d["payload"]["actor_signature"]["signature"], (s, parse_ts(d["ts"])))
                 self.upto, self.anchor = seq, view.leaf(seq - 1)
             if len(self.first) > _INDEX_PRUNE_AT:
                 self.first = {k: v for k, v in self.first.items() if v[1] >= horizon}
+                self.covered_us = max(self.covered_us, horizon)
             hit = self.first.get(signature)
         return hit[0] if hit is not None and hit[0] < seq else None
+
+
+def _signed_entries(rows: list[tuple[int, bytes, bytes]]) -> Iterator[tuple[int, dict[str, Any]]]:
+    for s, _leaf, raw in rows:
+        if b'"actor_signature"' in raw:
+            d = orjson.loads(raw)
+            if isinstance(d["payload"].get("actor_signature"), dict):
+                yield s, d
+
+
+def _scan_for(view: LedgerView, lo: int, hi: int, signature: str) -> int | None:
+    for s, d in _signed_entries(view.raw_between(lo, hi)):
+        if d["payload"]["actor_signature"].get("signature") == signature:
+            return s
+    return None
 
 
 _CLOCK_SLACK_US: Final = 10 * 60 * 1_000_000  # writers' clocks may disagree by this much

@@ -7,7 +7,9 @@ inside the sequencing transaction, so a refused entry is never written.
 
 from __future__ import annotations
 
+import threading
 import time
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,14 +55,37 @@ def identities(view: LedgerView, *, before: int | None = None) -> dict[str, Iden
     return _identities(view, before)[0]
 
 
+#: Per ledger store: (seq, leaf hash) of the last identity or role entry counted -> the result. The
+#: leaf hash pins the whole prefix (hash chain), so a rolled-back or different log never matches.
+_IDENTITY_CACHE: weakref.WeakKeyDictionary[Any, dict[tuple[int, bytes], tuple[dict[str, Identity], list[Finding]]]]
+_IDENTITY_CACHE = weakref.WeakKeyDictionary()
+_IDENTITY_CACHE_LOCK = threading.Lock()
+
+
 def _identities(view: LedgerView, before: int | None) -> tuple[dict[str, Identity], list[Finding]]:
+    """Memoised by the identity and role entries before ``before``: a signed append or an audit
+    does not re-verify every registration each time."""
+    rel = [e for e in view.of_kind("identity.registered", "role.granted", "role.revoked")
+           if before is None or e.seq < before]
+    key = (rel[-1].seq, rel[-1].leaf_hash) if rel else (-1, b"")
+    with _IDENTITY_CACHE_LOCK:
+        cache = _IDENTITY_CACHE.setdefault(view.store, {})
+        hit = cache.get(key)
+    if hit is None:
+        hit = _compute_identities(view, rel)
+        with _IDENTITY_CACHE_LOCK:
+            if len(cache) >= 64:
+                cache.pop(next(iter(cache)))
+            cache[key] = hit
+    return dict(hit[0]), list(hit[1])
+
+
+def _compute_identities(view: LedgerView, rel: list[ViewEntry]) -> tuple[dict[str, Identity], list[Finding]]:
     out: dict[str, Identity] = {}
     untrusted: list[Finding] = []
     keys = None
     used: dict[str, int] = {}  # registration signature -> the seq of the registration that used it
-    for e in view.of_kind("identity.registered", "role.granted", "role.revoked"):
-        if before is not None and e.seq >= before:
-            break
+    for e in rel:
         if e.kind != "identity.registered":
             untrusted.extend(_apply_role_event(view, e, out))
             continue
