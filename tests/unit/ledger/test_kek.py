@@ -109,8 +109,8 @@ def test_another_process_keeps_reading_and_creating_across_a_rotation(led: Ledge
     assert eraser.for_subject(b) == key_b and reader.many_for_subjects([a, b]) == {a: key_a, b: key_b}
 
 
-def test_concurrent_creation_and_erasure_lose_no_live_key(sqlite_url: str, home: Path) -> None:
-    led = make_ledger(sqlite_url)
+def test_concurrent_creation_and_erasure_lose_no_live_key(any_url: str, home: Path) -> None:
+    led = make_ledger(any_url)
     try:
         first = SubjectKeys(led, home)
         state = KekFile(kek_path(home)).load()
