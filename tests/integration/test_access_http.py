@@ -276,3 +276,40 @@ def test_the_server_vouches_for_reviews_by_token_holders_on_an_access_controlled
     assert payload["actor_signature"]["signature"]
     assert "audit: 0 violation(s)" in run("audit")
     _no_secret_in(outputs, [predict, review])
+
+
+def test_incidents_and_reports_are_signed_by_entitled_identities_on_an_access_controlled_ledger(
+        world: Path) -> None:
+    """incident open/report/close and report generation through the CLI with --as: the right role
+    signs, the wrong role and no identity are refused naming what is missing and write nothing."""
+    from tests.integration.serving_world import head_size
+
+    for name, role in (("mira", "model-risk"), ("aud", "auditor"), ("svc", "service")):
+        run("identity", "keygen", name, "-o", "ids")
+        run("--as", ADMIN, "identity", "register", name, "--role", role, "--public-key", f"ids/{name}.pub")
+    run("--as", ADMIN, "access", "enable", "--reason", "go live")
+    size = head_size()
+    assert "is not signed by its actor" in run("incident", "open", "--model", "credit", "--severity", "serious",
+                                               "--summary", "wrongful denials", code=2)
+    assert "is not signed by its actor" in run("report", "ledger", "-o", "cert.json", "--format", "json", code=2)
+    assert head_size() == size and not Path("cert.json").exists()
+    run("--as", "ids/mira.pem", "incident", "open", "--model", "credit", "--severity", "serious",
+        "--summary", "wrongful denials")
+    (opened,) = entries("incident.opened")
+    seq = head_size() - 1
+    refused = run("--as", "ids/svc.pem", "incident", "report", str(seq), "--authority", "MSA", "--reference", "R-1",
+                  code=2)
+    assert "incident.reported refused: svc holds service" in refused and "deployer or model-risk" in refused
+    run("--as", "ids/mira.pem", "incident", "report", str(seq), "--authority", "MSA", "--reference", "R-1")
+    run("--as", "ids/mira.pem", "incident", "close", str(seq), "--resolution", "threshold corrected")
+    refused = run("--as", "ids/mira.pem", "report", "ledger", "-o", "cert.json", "--format", "json", code=2)
+    assert "access.read refused: mira holds model-risk; access.read needs the role auditor" in refused
+    run("--as", "ids/aud.pem", "report", "ledger", "-o", "cert.json", "--format", "json")
+    assert Path("cert.json").exists()
+    signed = {k: entries(k)[-1] for k in ("incident.opened", "incident.reported", "incident.closed",
+                                          "report.generated")}
+    assert {k: e["actor"] for k, e in signed.items()} == {
+        "incident.opened": "mira", "incident.reported": "mira", "incident.closed": "mira", "report.generated": "aud"}
+    assert opened["actor"] == "mira"
+    assert all("actor_signature" in e["payload"] for e in signed.values())  # type: ignore[operator]
+    assert "audit: 0 violation(s)" in run("audit")
