@@ -197,7 +197,8 @@ class _State:
                 for r, a in mon.run().alerts:
                     log.warning("monitor.alert %s at seq %d: %s", a.kind, r.seq, a.detail)
             except MlledgerError as exc:  # another worker recorded the window first, or no reference yet
-                log.info("monitor: %s", exc)
+                refused = " refused: " in str(exc) and ("signed" in str(exc) or "needs the role" in str(exc))
+                (log.warning if refused else log.info)("monitor: %s", exc)  # access control: say it loudly
             except Exception as exc:  # keep serving; say why
                 log.warning("monitor: %s", exc)
 
@@ -274,6 +275,15 @@ def create_app(cfg: ServeConfig) -> FastAPI:
 
         key = load_private_key(Path(cfg.identity))
         state.ledger.act_as(identity_for_key(state.ledger, key, where=cfg.identity), key)
+    else:
+        from policies._access import access_enabled_seq
+
+        with state.ledger.view() as view:
+            controlled = access_enabled_seq(view) is not None
+        if controlled:
+            log.warning("this ledger is access-controlled and the server runs without an identity: reviews "
+                        "cannot be vouched for, and the monitoring windows and deployments it would record "
+                        "are refused. Run it as a registered service identity: mlledger --as KEYFILE serve")
     auth = TokenAuth(state.ledger, mode=cfg.auth, actor=cfg.actor, window_s=cfg.denied_window_s)
 
     @asynccontextmanager

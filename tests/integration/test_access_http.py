@@ -267,7 +267,11 @@ def test_the_server_vouches_for_reviews_by_token_holders_on_an_access_controlled
         assert "human.reviewed by rev is not signed by its actor" in refused.json()["detail"]
         assert "mlledger --as KEYFILE serve" in refused.json()["detail"]
         assert _size() == size
+        port = url.rsplit(":", 1)[1]
+        assert "access-controlled and the server runs without an identity" in Path(f"serve-{port}.log").read_text()
     with server(env={"MLLEDGER_IDENTITY": "ids/svc.pem"}) as (url, _proc):
+        port = url.rsplit(":", 1)[1]
+        assert "runs without an identity" not in Path(f"serve-{port}.log").read_text()
         reviewed = httpx.post(url + "/v1/reviews", json=body(seq), headers=auth(review), timeout=30)
         assert reviewed.status_code == 200, reviewed.text
     made = _entry(reviewed.json()["seq"])
