@@ -249,28 +249,36 @@ def predict_file(scorer: Scorer, source: Path, output: Path, *, subject_column: 
 
 def _record_lines(part: dict[str, Any]) -> list[bytes]:
     """The canonical record of each row of ``part`` (FORMAT.md 3.15): the bytes ``encode`` gives, spliced
-    from pre-encoded pieces; a value outside the fast path (a string label, a non-finite score) is
+    from pre-encoded pieces; a row outside the fast path (a string label, a non-finite score) is
     encoded by ``encode`` itself."""
+    keys: dict[str, bytes] = {k: orjson.dumps(k) for k in set(part["key_id"])}
+    label_cache: dict[tuple[type, Any], bytes | None] = {}
+    labels = []
+    for label in part["label"]:
+        lb = label_cache.get((type(label), label), b"")
+        if lb == b"":
+            lb = label_cache[(type(label), label)] = _label_json(label)
+        labels.append(lb)
+    scores = [recorded_score(s) for s in part["score"]]
     out: list[bytes] = []
-    key_json: dict[str, bytes] = {}
-    for commitment, key_id, label, row, score in zip(part["input_commitment"], part["key_id"], part["label"],
-                                                     part["row"], part["score"], strict=True):
-        score = recorded_score(score)
-        tl, ts = type(label), type(score)
-        if (tl is int or tl is bool) and -MAX_SAFE_INT <= label <= MAX_SAFE_INT and (
-                score is None or (ts is float and score - score == 0.0)):
-            kj = key_json.get(key_id)
-            if kj is None:
-                kj = key_json[key_id] = orjson.dumps(key_id)
-            out.append(b"".join((
-                b'{"input_commitment":"', commitment.encode(), b'","key_id":', kj,
-                b',"label":', b"true" if label is True else b"false" if label is False else str(label).encode(),
-                b',"row":', str(row).encode(), b',"score":', b"null" if score is None else repr(score).encode(),
-                b"}")))
+    for commitment, key_id, label, lb, row, score in zip(part["input_commitment"], part["key_id"], part["label"],
+                                                         labels, part["row"], scores, strict=True):
+        if lb is not None and (score is None or (type(score) is float and score - score == 0.0)):
+            out.append(b'{"input_commitment":"%s","key_id":%s,"label":%s,"row":%d,"score":%s}' % (
+                commitment.encode(), keys[key_id], lb, row, b"null" if score is None else repr(score).encode()))
         else:
             out.append(encode({"input_commitment": commitment, "key_id": key_id, "label": label, "row": row,
                                "score": score}))
     return out
+
+
+def _label_json(label: Any) -> bytes | None:
+    """A label's canonical JSON if it is a bool or a safe integer; None otherwise (``encode`` it)."""
+    if label is True or label is False:
+        return b"true" if label else b"false"
+    if type(label) is int and -MAX_SAFE_INT <= label <= MAX_SAFE_INT:
+        return str(label).encode()
+    return None
 
 
 def _write_output(parts: list[dict[str, Any]], path: Path, fmt: str, batch_seq: int | None) -> None:

@@ -197,12 +197,19 @@ class Scorer:
         self.engine = get_backend(deployed.backend)
 
     def predict(self, records: Sequence[Mapping[str, Any]]) -> tuple[list[Any], list[float | None]]:
+        import numpy as np
         import pandas as pd  # type: ignore[import-untyped]
 
         frame = pd.DataFrame.from_records(list(records), columns=list(self.deployed.columns))
         out = self.engine.predict(self.deployed.model, frame)
-        labels = [_plain(v) for v in out.labels]
-        scores: list[float | None] = [None] * len(labels) if out.scores is None else [float(s) for s in out.scores]
+        raw = np.asarray(out.labels)
+        # ints and bools as ``item()`` gives them (tolist converts in one call); others one by one
+        labels = raw.tolist() if raw.ndim == 1 and raw.dtype.kind in "biu" else [_plain(v) for v in out.labels]
+        if out.scores is None:
+            return labels, [None] * len(labels)
+        s = np.asarray(out.scores)
+        scores: list[float | None] = (s.astype(np.float64).tolist() if s.ndim == 1 and s.dtype.kind == "f"
+                                      else [float(x) for x in out.scores])
         return labels, scores
 
     def score(self, records: Sequence[Mapping[str, Any]], *, subjects: Sequence[str | None] | None = None,
