@@ -131,7 +131,9 @@ def labels_ingest(obj: Context, file: Path, label_column: str, groups: str | Non
                   fmt: str) -> None:
     """Match each row of FILE (a 'seq' or 'request_id' column, and the label) to its decision.
 
-    All rows are checked first: one that names no recorded decision is an error and nothing is written.
+    The ledger keeps request ids only as keyed HMACs: a decision made about a data subject is found
+    by its request_id together with a 'subject_id' column. All rows are checked first: one that names
+    no recorded decision is an error and nothing is written.
     """
     from backends.monitor import ingest_labels
     from policies._cli import workspace

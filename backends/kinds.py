@@ -93,8 +93,19 @@ class PredictionMade(Payload):
     score: float | None = None  # rounded to SCORE_DECIMALS by the writers (privacy; FORMAT.md 3.14)
     latency_ms: Annotated[float, Field(ge=0)]
     automated_decision: bool
+    #: The client's request id verbatim, as entries written before request_ref had it (FORMAT.md 3.14);
+    #: writers now record ``request_ref`` instead, so no client-chosen string enters the chain.
     request_id: RequestId | None = None
     sealed: bool = False
+    #: HMAC-SHA256 under the decision's ``K_commit`` of ``"mlledger/v1 request-id" 0x00 request id``.
+    request_ref: Sha256Hex | None = None
+
+    @model_serializer(mode="wrap")
+    def _omit_absent_ref(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        if self.request_ref is None:  # entries written before it keep their bytes
+            data.pop("request_ref", None)
+        return data
 
 
 @register("prediction.batch")
@@ -142,7 +153,13 @@ so it would link an erased subject's decision back to them (FORMAT.md 3.14)."""
 
 @register_check("prediction.made")
 def _check_prediction(view: LedgerView, seq: int, actor: str | None, payload: dict[str, Any]) -> None:
-    """A decision is never recorded under an erased subject key (or one whose erasure is recorded)."""
+    """A decision is never recorded under an erased subject key (or one whose erasure is recorded),
+    nor with a client's request id in the clear."""
+    from ledger.errors import InputError
+
+    if payload.get("request_id") is not None:
+        raise InputError("prediction.made: request_id is no longer recorded verbatim (a client-chosen string "
+                         "could be personal data); record request_ref, its keyed HMAC (FORMAT.md 3.14)")
     key_id = payload["key_id"]
     if not key_id.startswith("sk-"):
         return

@@ -392,7 +392,8 @@ def ingest_labels(ws: Workspace, path: Any, *, label_column: str = "label", grou
                   actor: str) -> list[Receipt]:
     """Record ``label.received`` for each row of a CSV or Parquet labels file, atomically.
 
-    Each row names its decision by ``seq`` (the receipt) or ``request_id``. A row naming no recorded
+    Each row names its decision by ``seq`` (the receipt) or ``request_id`` (with ``subject_id`` for a
+    decision about a data subject: the ledger keeps only ``request_ref``). A row naming no recorded
     decision, a missing column, or a label that contradicts one already received is an error naming
     the row, and nothing is written. A label already received with the same value is skipped.
     """
@@ -421,16 +422,37 @@ def ingest_labels(ws: Workspace, path: Any, *, label_column: str = "label", grou
     digest = hashlib.sha256(raw).hexdigest()
     preds: dict[int, Any] = {}
     key_of: dict[int, str] = {}
-    by_request: dict[str, int] = {}
+    by_request: dict[str, int] = {}  # request ids in the clear (entries written before request_ref)
+    by_ref: dict[tuple[str, str], int] = {}  # (key_id, request_ref) -> seq
     for e in ws.ledger.iter(kind="prediction.made"):
         preds[e.seq] = e.payload["label"]
         key_of[e.seq] = e.payload["key_id"]
         if e.payload.get("request_id"):
             by_request[e.payload["request_id"]] = e.seq
+        if e.payload.get("request_ref"):
+            by_ref[(e.payload["key_id"], e.payload["request_ref"])] = e.seq
     known = {e.payload["prediction_seq"]: e.payload["label"] for e in ws.ledger.iter(kind="label.received")}
     events: list[Event] = []
     seen: set[int] = set()
     keys = SubjectKeys(ws.ledger, ws.home)
+    deployment_keys = [k for k in (keys.by_id(kid) for kid in sorted(set(key_of.values())) if kid.startswith("dk-"))
+                       if k is not None]
+
+    def by_request_id(rid: str, row: dict[str, Any]) -> int | None:
+        """The decision a request id names: in the clear, or by its ref under the subject's key (a
+        ``subject_id`` column) or under a deployment key (decisions without a subject)."""
+        if rid in by_request:
+            return by_request[rid]
+        subject = str(row.get("subject_id") or "").strip()
+        candidates = deployment_keys
+        if subject:
+            found = keys.existing_for_subject(subject)
+            candidates = [found] if found is not None else []
+        for k in candidates:
+            seq = by_ref.get((k.key_id, k.request_ref(rid)))
+            if seq is not None:
+                return seq
+        return None
     to_seal: list[Any] = []
     for i, row in enumerate(frame.to_dict("records")):
         where = f"{p}:{i + 2}"  # header is line 1
@@ -440,9 +462,11 @@ def ingest_labels(ws: Workspace, path: Any, *, label_column: str = "label", grou
                 raise InputError(f"{where}: seq {key!r} is not a recorded prediction.made; nothing was written")
             seq = int(key)
         else:
-            if key not in by_request:
-                raise InputError(f"{where}: no recorded decision has request_id {key!r}; nothing was written")
-            seq = by_request[key]
+            found = by_request_id(key, row)
+            if found is None:
+                raise InputError(f"{where}: no recorded decision has request_id {key!r} (a decision about a data "
+                                 f"subject is found with its 'subject_id' column too); nothing was written")
+            seq = found
         label = _as_label(row[label_column], preds[seq], where)
         if seq in seen:
             raise InputError(f"{where}: decision {seq} is labelled twice in this file")

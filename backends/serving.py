@@ -250,7 +250,8 @@ class Scorer:
             payload = PredictionMade(
                 model=d.ref, artifact_sha256=d.artifact_sha256, stage=d.stage, deployed_seq=d.deployed_seq,
                 input_commitment=digest.hex(), key_id=key.key_id, label=labels[i], score=recorded_score(scores[i]),
-                latency_ms=latency_ms, automated_decision=automated, request_id=rid, sealed=self.seal)
+                latency_ms=latency_ms, automated_decision=automated, sealed=self.seal,
+                request_ref=None if rid is None else key.request_ref(rid))
             events.append(Event(payload, actor=actor or self.actor, subject=f"model:{d.ref}"))
         receipts: list[Receipt | None] = list(self.ws.ledger.append_many(events))
         if self.seal:

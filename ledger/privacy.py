@@ -46,6 +46,7 @@ from ledger.schema import sealed_inputs
 
 __all__ = [
     "COMMIT_INFO",
+    "REQUEST_DOMAIN",
     "SEAL_INFO",
     "KeyErased",
     "SubjectKey",
@@ -56,6 +57,9 @@ __all__ = [
 
 COMMIT_INFO: Final = b"mlledger/v1 input-commitment"
 SEAL_INFO: Final = b"mlledger/v1 input-seal"
+#: Prefix of the message whose HMAC under ``K_commit`` stands for a client's request id. An input
+#: commitment's message is a canonical JSON object (starts with ``{``), so the two never collide.
+REQUEST_DOMAIN: Final = b"mlledger/v1 request-id\x00"
 _SUBJECT_MAX: Final = 512
 
 
@@ -87,6 +91,10 @@ class SubjectKey:
 
     def commit(self, record: Mapping[str, Any]) -> bytes:
         return commitment(self.commit_key, record)
+
+    def request_ref(self, request_id: str) -> str:
+        """The keyed stand-in for a client's request id (hex): unlinkable once the key is erased."""
+        return hmac.new(self.commit_key, REQUEST_DOMAIN + request_id.encode(), sha256).hexdigest()
 
     def seal(self, digest: bytes, record: Mapping[str, Any]) -> tuple[bytes, bytes]:
         nonce = os.urandom(12)
@@ -148,6 +156,12 @@ class SubjectKeys:
         for s in wanted:
             _check_subject(s)
         return {s: SubjectKey.of(*found) for s, found in self._table.many(wanted).items()}
+
+    def existing_for_subject(self, subject: str) -> SubjectKey | None:
+        """The subject's live key if there is one (never creates one)."""
+        _check_subject(subject)
+        found = self._table.subject(subject, create=False)
+        return None if found is None else SubjectKey.of(*found)
 
     def by_id(self, key_id: str) -> SubjectKey | None:
         """A live key by id; None once erased or never existed."""

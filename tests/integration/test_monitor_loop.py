@@ -324,6 +324,32 @@ def test_labels_match_decisions_by_request_id(world: Path) -> None:
     assert "already has label" in run("labels", "ingest", "contradicts.csv", code=2)
 
 
+def test_labels_find_a_subjects_decision_by_request_id_and_subject_id_until_it_is_erased(world: Path) -> None:
+    """The ledger keeps a request id only as an HMAC under the decision's key: a subject's decision is
+    found with its subject_id, and no longer at all once the subject is erased."""
+    from backends.serving import Scorer, resolve
+    from ledger.privacy import SubjectKeys
+    from policies._workspace import Workspace
+
+    with Ledger.open(".mlledger") as led:
+        ws = Workspace(led, Path(".mlledger"))
+        scorer = Scorer(ws, SubjectKeys(led, Path(".mlledger")), resolve(ws, "credit", "production"),
+                        actor="service:test")
+        (d,) = scorer.score([{"income": 50.0, "age": 40, "debt": 9.0}], subjects=["cust-9"], request_id="req-9")
+        assert d.receipt is not None and b"req-9" not in led.get(d.receipt.seq).raw
+    Path("no-subject.csv").write_text("request_id,label\nreq-9,1\n")
+    assert "'subject_id' column too" in run("labels", "ingest", "no-subject.csv", code=2)
+    Path("other-subject.csv").write_text("request_id,subject_id,label\nreq-9,cust-8,1\n")
+    assert "no recorded decision has request_id 'req-9'" in run("labels", "ingest", "other-subject.csv", code=2)
+    Path("with-subject.csv").write_text(f"request_id,subject_id,label\nreq-9,cust-9,{d.label}\n")
+    run("labels", "ingest", "with-subject.csv")
+    (lab,) = of_kind("label.received")
+    assert lab["prediction_seq"] == d.receipt.seq
+    run("erase", "--subject", "cust-9", "--reason", "data subject request")
+    Path("after.csv").write_text("request_id,subject_id,label\nreq-9,cust-9,1\n")
+    assert "no recorded decision has request_id 'req-9'" in run("labels", "ingest", "after.csv", code=2)
+
+
 def test_erasure_removes_the_subjects_input_from_retraining_data(world: Path) -> None:
     drifted_world(AUTO)
     assert "credit@2 promoted" in run("loop", "run", "--model", "credit")

@@ -55,13 +55,15 @@ def test_predictions_carry_receipts_that_match_their_entries(world: Path) -> Non
     assert merkle.leaf_hash(raw).hex() == p["receipt"]["leaf_hash"]
     assert payload["model"] == "credit@1" and payload["label"] == p["label"]
     assert payload["score"] == round(p["score"], 2) != p["score"]  # the ledger keeps a coarse score (privacy)
-    assert payload["request_id"] == "req-1" and payload["automated_decision"] is True
+    assert payload["request_id"] is None and payload["automated_decision"] is True  # never in the clear
+    assert b"req-1" not in raw
     assert payload["key_id"] == p["key_id"] and str(payload["key_id"]).startswith("sk-")
     # the commitment is HMAC under the subject's key, which only the erasable table holds
     with Ledger.open(".mlledger") as led:  # the secret is wrapped under the KEK file in .mlledger/keys
         key = SubjectKeys(led, ".mlledger").by_id(str(payload["key_id"]))
     assert key is not None
     assert hmac.new(key.commit_key, encode(RECORD), sha256).hexdigest() == payload["input_commitment"]
+    assert payload["request_ref"] == hmac.new(key.commit_key, b"mlledger/v1 request-id\x00req-1", sha256).hexdigest()
     seqs = [x["receipt"]["seq"] for x in batch["predictions"]]
     assert seqs == [seqs[0], seqs[0] + 1]
     assert all(str(entry(s)[1]["key_id"]).startswith("dk-") for s in seqs)  # no subject: deployment key

@@ -283,9 +283,9 @@ def test_a_replay_inside_one_batch_or_from_another_process_is_refused(controlled
         controlled.ledger.append_many([event, event])
     assert controlled.ledger.head_size() == size
     seq = controlled.ledger.append(event).seq
-    with Ledger.open(str(tmp_path / "ledger")) as other:  # another writer: its own index, read from the log
-        with pytest.raises(InputError, match=f"already used at seq {seq}"):
-            other.append(event)
+    # another writer: its own index, read from the log
+    with Ledger.open(str(tmp_path / "ledger")) as other, pytest.raises(InputError, match=f"already used at seq {seq}"):
+        other.append(event)
 
 
 def test_a_rolled_back_batch_does_not_count_as_a_first_use(controlled: World) -> None:

@@ -1,0 +1,44 @@
+"""prediction.made: no client-chosen string in the clear; request ids are keyed HMACs (FORMAT.md 3.14)."""
+
+from __future__ import annotations
+
+import hmac
+from hashlib import sha256
+
+import pytest
+
+import backends.kinds  # noqa: F401 - registers the kinds
+from backends.kinds import PredictionMade
+from ledger.api import Ledger
+from ledger.errors import InputError
+from ledger.events import Event
+from ledger.privacy import COMMIT_INFO, SubjectKey, derive
+
+
+def _decision(**extra: object) -> PredictionMade:
+    return PredictionMade(model="credit@1", artifact_sha256="ab" * 32, stage="production", deployed_seq=0,
+                          input_commitment="cd" * 32, key_id="dk-" + "0" * 32, label=1, latency_ms=1.0,
+                          automated_decision=True, **extra)  # type: ignore[arg-type]
+
+
+def test_a_request_id_in_the_clear_is_refused_and_nothing_is_written(ledger: Ledger) -> None:
+    size = ledger.head_size()
+    with pytest.raises(InputError, match="request_id is no longer recorded verbatim.*request_ref"):
+        ledger.append(Event(_decision(request_id="customer-4711.alice"), actor="svc"))
+    assert ledger.head_size() == size
+    ref = SubjectKey.of("dk-" + "0" * 32, b"\x01" * 32).request_ref("customer-4711.alice")
+    receipt = ledger.append(Event(_decision(request_ref=ref), actor="svc"))
+    assert b"alice" not in ledger.get(receipt.seq).raw
+
+
+def test_request_ref_is_hmac_of_the_domain_and_the_id_under_k_commit() -> None:
+    secret = bytes(range(32))
+    key = SubjectKey.of("sk-" + "a" * 32, secret)
+    want = hmac.new(derive(secret, COMMIT_INFO), b"mlledger/v1 request-id\x00req-1", sha256).hexdigest()
+    assert key.request_ref("req-1") == want != key.request_ref("req-2")
+    assert SubjectKey.of("sk-" + "b" * 32, b"\x02" * 32).request_ref("req-1") != want  # per key: unlinkable
+
+
+def test_a_decision_without_request_ref_keeps_its_earlier_bytes() -> None:
+    assert "request_ref" not in Event(_decision(), actor="svc").to_json()["payload"]
+    assert Event(_decision(request_ref="ef" * 32), actor="svc").to_json()["payload"]["request_ref"] == "ef" * 32
