@@ -61,9 +61,9 @@ def predictions(n: int, artifact: str, start: int) -> list[Event]:
 
     return [Event(PredictionMade(model=MODEL, artifact_sha256=artifact, stage="production", deployed_seq=2,
                                  input_commitment=hashlib.sha256(str(i).encode()).hexdigest(),
-                                 key_id=f"sk-{i:032x}", label=i % 2, score=(i % 100) / 100, latency_ms=1.5 + i % 7,
-                                 automated_decision=True, request_id=f"r{i}"), actor="system:serve",
-                  subject=f"model:{MODEL}")
+                                 key_id=f"dk-{i % 4:032x}", label=i % 2, score=(i % 100) / 100, latency_ms=1.5 + i % 7,
+                                 automated_decision=True, request_ref=hashlib.sha256(f"r{i}".encode()).hexdigest()),
+                  actor="system:serve", subject=f"model:{MODEL}")
             for i in range(start, start + n)]
 
 
