@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from ledger import merkle
+from ledger import events, merkle
 from ledger.api import Ledger
 from ledger.errors import InputError, IntegrityError, LedgerNotFound, StorageError
 from ledger.schema import SCHEMA_VERSION
+from ledger.view import LedgerView
 from tests.conftest import ORIGIN, TEST_SIGNER, make_ledger
 from tests.helpers import dataset_event, policy_event
 
@@ -279,3 +280,24 @@ def test_a_refused_event_does_not_fail_other_callers_in_the_same_group_commit(le
     assert isinstance(bad.error, InputError)
     assert good.error is None and [type(r) for r in good.receipts] == [Receipt]
     assert ledger.head().size == 2 and ledger.verify().ok
+
+
+def test_a_check_sees_the_entries_before_it_in_its_batch_and_a_refusal_writes_none(
+        ledger: Ledger, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rows are buffered while sequencing; a check's first read must still find every earlier entry."""
+    seen: list[tuple[int, int, int]] = []
+
+    def check(view: LedgerView, seq: int, actor: str | None, payload: dict[str, object]) -> None:
+        seen.append((seq, view.size, len(view.of_kind("policy.published"))))
+        if payload["name"] == "applicants-9":
+            raise InputError("refused")
+
+    monkeypatch.setitem(events._CHECKS, "dataset.registered", check)
+    start = ledger.head().size
+    ledger.append_many([policy_event(0), policy_event(1), dataset_event(0), policy_event(2), dataset_event(1)])
+    assert seen == [(start + 2, start + 2, 2), (start + 4, start + 4, 3)]
+    assert ledger.verify().ok
+    size = ledger.head().size
+    with pytest.raises(InputError, match="refused"):
+        ledger.append_many([policy_event(3), dataset_event(9)])
+    assert ledger.head().size == size and ledger.verify().ok
