@@ -160,6 +160,7 @@ def predict_file(scorer: Scorer, source: Path, output: Path, *, subject_column: 
     first_seq: int | None = None
     entries = 0
     rec_fh = tmp_rec.open("wb") if tmp_rec else None
+    rec_sha = hashlib.sha256()
     # chunk N is committed on a writer thread while chunk N+1 is predicted and encoded
     writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlledger-batch")
     pending: tuple[Future[list[Any]], dict[str, Any]] | None = None
@@ -191,7 +192,9 @@ def predict_file(scorer: Scorer, source: Path, output: Path, *, subject_column: 
             if rec_fh is not None:
                 lines = _record_lines(part)
                 tree.extend([sha(b"\x00" + line).digest() for line in lines], min_level=_NO_NODES)
-                rec_fh.write(b"".join(line + b"\n" for line in lines))
+                block = b"\n".join(lines) + b"\n"
+                rec_fh.write(block)
+                rec_sha.update(block)  # the file's hash, of the bytes as written
             elif scorer.record:  # (not recording: bench/predict.py's baseline only)
                 common = {"model": d.ref, "artifact_sha256": d.artifact_sha256, "stage": d.stage,
                           "deployed_seq": d.deployed_seq, "latency_ms": latency_ms, "automated_decision": automated,
@@ -220,7 +223,7 @@ def predict_file(scorer: Scorer, source: Path, output: Path, *, subject_column: 
             root = tree.root().hex()
             receipt = scorer.ws.ledger.append(Event(PredictionBatch(
                 model=d.ref, artifact_sha256=d.artifact_sha256, stage=d.stage, deployed_seq=d.deployed_seq,
-                count=tree.size, root=root, records_sha256=_sha256_file(tmp_rec), automated_decision=automated),
+                count=tree.size, root=root, records_sha256=rec_sha.hexdigest(), automated_decision=automated),
                 actor=scorer.actor, subject=f"model:{d.ref}"))
             batch_seq, entries = receipt.seq, 1
             os.replace(tmp_rec, records_path)
@@ -291,14 +294,6 @@ def _write_output(parts: list[dict[str, Any]], path: Path, fmt: str, batch_seq: 
         frame.to_csv(path, index=False)
     else:
         frame.to_parquet(path, index=False)
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def row_proof(records_path: Path, row: int) -> dict[str, Any]:

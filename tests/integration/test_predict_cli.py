@@ -6,6 +6,7 @@ in an exported bundle, before or after erasure.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 import zipfile
@@ -125,6 +126,8 @@ def test_batch_commitment_proves_single_rows(world: Path) -> None:
     with Ledger.open(".mlledger") as led:
         batch = led.get(out["batch_seq"])
     assert batch.kind == "prediction.batch" and batch.payload["count"] == 1000 and batch.payload["root"] == out["root"]
+    records = Path("out.csv.records.jsonl").read_bytes()
+    assert batch.payload["records_sha256"] == hashlib.sha256(records).hexdigest() and records.count(b"\n") == 1000
     run("prove", str(out["batch_seq"]), "--entry-out", "batch.entry", "-o", "batch.tlog-proof")
     trust = ("--entry-proof", "batch.tlog-proof", "--trust", ".mlledger/keys/log.vkey")
     for row in (0, 1, 299, 300, 999):
