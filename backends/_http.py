@@ -79,7 +79,9 @@ class PredictRequest(BaseModel):
     subject_id: str | None = Field(default=None, min_length=1, max_length=512)
     subject_ids: list[str | None] | None = None
     automated_decision: bool = True
-    request_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._:-]{1,120}$")
+    request_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._:-]{1,120}$", description=(
+        "The client's id for the request, to match labels later. The ledger keeps only request_ref, its HMAC "
+        "under the decision's key; record i of a multi-record request is 'ID/i'."))
 
 
 class ReviewRequest(BaseModel):

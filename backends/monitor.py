@@ -422,15 +422,15 @@ def ingest_labels(ws: Workspace, path: Any, *, label_column: str = "label", grou
     digest = hashlib.sha256(raw).hexdigest()
     preds: dict[int, Any] = {}
     key_of: dict[int, str] = {}
-    by_request: dict[str, int] = {}  # request ids in the clear (entries written before request_ref)
-    by_ref: dict[tuple[str, str], int] = {}  # (key_id, request_ref) -> seq
+    by_request: dict[str, list[int]] = {}  # request ids in the clear (entries written before request_ref)
+    by_ref: dict[tuple[str, str], list[int]] = {}  # (key_id, request_ref) -> seqs
     for e in ws.ledger.iter(kind="prediction.made"):
         preds[e.seq] = e.payload["label"]
         key_of[e.seq] = e.payload["key_id"]
         if e.payload.get("request_id"):
-            by_request[e.payload["request_id"]] = e.seq
+            by_request.setdefault(e.payload["request_id"], []).append(e.seq)
         if e.payload.get("request_ref"):
-            by_ref[(e.payload["key_id"], e.payload["request_ref"])] = e.seq
+            by_ref.setdefault((e.payload["key_id"], e.payload["request_ref"]), []).append(e.seq)
     known = {e.payload["prediction_seq"]: e.payload["label"] for e in ws.ledger.iter(kind="label.received")}
     events: list[Event] = []
     seen: set[int] = set()
@@ -438,21 +438,22 @@ def ingest_labels(ws: Workspace, path: Any, *, label_column: str = "label", grou
     deployment_keys = [k for k in (keys.by_id(kid) for kid in sorted(set(key_of.values())) if kid.startswith("dk-"))
                        if k is not None]
 
-    def by_request_id(rid: str, row: dict[str, Any]) -> int | None:
+    def by_request_id(rid: str, row: dict[str, Any], where: str) -> int | None:
         """The decision a request id names: in the clear, or by its ref under the subject's key (a
         ``subject_id`` column) or under a deployment key (decisions without a subject)."""
-        if rid in by_request:
-            return by_request[rid]
+        seqs = list(by_request.get(rid, []))
         subject = str(row.get("subject_id") or "").strip()
         candidates = deployment_keys
         if subject:
             found = keys.existing_for_subject(subject)
             candidates = [found] if found is not None else []
         for k in candidates:
-            seq = by_ref.get((k.key_id, k.request_ref(rid)))
-            if seq is not None:
-                return seq
-        return None
+            seqs += by_ref.get((k.key_id, k.request_ref(rid)), [])
+        if len(seqs) > 1:
+            raise InputError(f"{where}: request_id {rid!r} names {len(seqs)} decisions (seqs "
+                             f"{', '.join(map(str, seqs))}): the client reused it; label these by 'seq'; "
+                             f"nothing was written")
+        return seqs[0] if seqs else None
     to_seal: list[Any] = []
     for i, row in enumerate(frame.to_dict("records")):
         where = f"{p}:{i + 2}"  # header is line 1
@@ -462,7 +463,7 @@ def ingest_labels(ws: Workspace, path: Any, *, label_column: str = "label", grou
                 raise InputError(f"{where}: seq {key!r} is not a recorded prediction.made; nothing was written")
             seq = int(key)
         else:
-            found = by_request_id(key, row)
+            found = by_request_id(key, row, where)
             if found is None:
                 raise InputError(f"{where}: no recorded decision has request_id {key!r} (a decision about a data "
                                  f"subject is found with its 'subject_id' column too); nothing was written")

@@ -246,7 +246,8 @@ class Scorer:
         d = self.deployed
         events = []
         for i, (key, digest) in enumerate(zip(keys, digests, strict=True)):
-            rid = request_id if request_id is None or len(records) == 1 else f"{request_id}:{i}"
+            # "/" cannot occur in a request id, so record i of request "a" never shares a ref with request "a:i"
+            rid = request_id if request_id is None or len(records) == 1 else f"{request_id}/{i}"
             payload = PredictionMade(
                 model=d.ref, artifact_sha256=d.artifact_sha256, stage=d.stage, deployed_seq=d.deployed_seq,
                 input_commitment=digest.hex(), key_id=key.key_id, label=labels[i], score=recorded_score(scores[i]),

@@ -3,7 +3,9 @@
 A database keeps old row images where ``DELETE`` cannot reach them: PostgreSQL's WAL and its
 archives, replicas, SQLite's WAL before a checkpoint, and every backup. So subject secrets and
 subject ids are never written to the database in the clear. They are wrapped under keys held
-only in the KEK file, ``<home>/keys/subjects.kek`` (mode 0600, never in the database):
+only in the ledger's KEK file, ``<home>/keys/subjects-<ledger id>.kek`` (mode 0600, never in the
+database; the ledger id is the first 16 hex digits of the genesis entry's leaf hash, and the file
+names the whole leaf hash, so two ledgers that share a home never share a KEK file):
 
 * every subject (or deployment) falls in one of 256 buckets,
   ``bucket = HMAC-SHA256(pepper, "s:" || subject)[0]`` (``"d:" || NAME@STAGE`` for deployments);
@@ -55,9 +57,9 @@ WRAP_INFO: Final = b"mlledger/v1 subject-wrap"
 _BUCKET_INFO: Final = b"mlledger/v1 subject-bucket"
 
 
-def kek_path(home: str | os.PathLike[str]) -> Path:
-    """Where a home keeps its KEK file."""
-    return Path(home) / "keys" / "subjects.kek"
+def kek_path(home: str | os.PathLike[str], ledger: str) -> Path:
+    """Where a home keeps the KEK file of the ledger whose genesis leaf hash is ``ledger`` (hex)."""
+    return Path(home) / "keys" / f"subjects-{ledger[:16]}.kek"
 
 
 class StaleGeneration(Exception):
@@ -100,22 +102,25 @@ class BucketKey:
 
 @dataclass
 class KekState:
-    """The parsed KEK file: its id (also kept in the database), the bucket pepper, and the keys."""
+    """The parsed KEK file: its id (also kept in the database), the ledger it belongs to (genesis
+    leaf hash, hex), the bucket pepper, and the keys."""
 
     kek_id: str
+    ledger: str
     pepper: bytes
     keys: dict[int, dict[int, bytes]]
 
     @classmethod
-    def new(cls) -> KekState:
-        return cls(secrets.token_hex(16), secrets.token_bytes(32),
+    def new(cls, ledger: str) -> KekState:
+        return cls(secrets.token_hex(16), ledger, secrets.token_bytes(32),
                    {b: {1: secrets.token_bytes(32)} for b in range(BUCKETS)})
 
     def bucket_of(self, ident: str) -> int:
         return hmac.new(self.pepper, _BUCKET_INFO + b"\x00" + ident.encode(), sha256).digest()[0]
 
     def to_bytes(self) -> bytes:
-        doc = {"format": FILE_FORMAT, "id": self.kek_id, "pepper": base64.b64encode(self.pepper).decode(),
+        doc = {"format": FILE_FORMAT, "id": self.kek_id, "ledger": self.ledger,
+               "pepper": base64.b64encode(self.pepper).decode(),
                "keys": {str(b): {str(g): base64.b64encode(k).decode() for g, k in sorted(gens.items())}
                         for b, gens in sorted(self.keys.items())}}
         return json.dumps(doc, indent=1, sort_keys=True).encode() + b"\n"
@@ -135,13 +140,13 @@ class KekState:
             keys = {int(b): {int(g): base64.b64decode(k, validate=True) for g, k in gens.items()}
                     for b, gens in doc["keys"].items()}
             pepper = base64.b64decode(doc["pepper"], validate=True)
-            kek_id = str(doc["id"])
+            kek_id, ledger = str(doc["id"]), str(doc["ledger"])
         except (KeyError, ValueError, TypeError, AttributeError) as exc:
             raise bad(f"field {exc}") from None
-        if set(keys) != set(range(BUCKETS)) or len(pepper) != 32 or any(
+        if set(keys) != set(range(BUCKETS)) or len(pepper) != 32 or not all(keys.values()) or any(
                 len(k) != 32 for gens in keys.values() for k in gens.values()):
-            raise bad(f"it must hold {BUCKETS} buckets of 32-byte keys and a 32-byte pepper")
-        return cls(kek_id, pepper, keys)
+            raise bad(f"it must hold {BUCKETS} non-empty buckets of 32-byte keys and a 32-byte pepper")
+        return cls(kek_id, ledger, pepper, keys)
 
 
 class KekFile:
@@ -154,7 +159,18 @@ class KekFile:
         return self.path.exists()
 
     def load(self) -> KekState:
-        return KekState.parse(read_private_file(self.path), self.path)
+        self._check_directory()
+        try:
+            raw = read_private_file(self.path)
+        except InputError as exc:
+            raise InputError(f"the subject key-encryption key: {exc}; it must be a plain file of this user, "
+                             f"mode 0600 (restore it from its secure copy if it was replaced)") from None
+        return KekState.parse(raw, self.path)
+
+    def _check_directory(self) -> None:
+        if self.path.parent.is_symlink():
+            raise InputError(f"{self.path.parent} is a symbolic link; the subject key-encryption key must live in "
+                             f"a real directory of this home: replace the link with the directory")
 
     @contextmanager
     def locked(self) -> Iterator[None]:
@@ -169,9 +185,10 @@ class KekFile:
         finally:
             os.close(fd)  # releases the lock
 
-    def create(self) -> KekState:
-        """A new file (call under ``locked``); ``FileExistsError`` if one appeared meanwhile."""
-        state = KekState.new()
+    def create(self, ledger: str) -> KekState:
+        """A new file for ``ledger`` (call under ``locked``); ``FileExistsError`` if one appeared meanwhile."""
+        self._check_directory()
+        state = KekState.new(ledger)
         fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
         with os.fdopen(fd, "wb") as fh:
             fh.write(state.to_bytes())

@@ -28,9 +28,9 @@ from sqlalchemy.exc import IntegrityError
 from ledger._kek import BucketKey, KekFile, KekState, StaleGeneration, kek_path
 from ledger._store import Store
 from ledger.errors import InputError, StorageError
-from ledger.schema import meta, sealed_inputs, subject_kek, subject_keys
+from ledger.schema import entries, meta, sealed_inputs, subject_kek, subject_keys
 
-__all__ = ["KEK_META", "KeyTable", "Secret"]
+__all__ = ["KEK_META", "KeyTable", "Secret", "kek_problems"]
 
 #: The ``mlledger_meta`` key that names the KEK file this ledger's subject keys are wrapped under.
 KEK_META: Final = "subject_kek_id"
@@ -50,7 +50,11 @@ class KeyTable:
         self._store = store
         self._engine = store.engine
         self.pg = self._engine.dialect.name == "postgresql"
-        self.file = KekFile(kek_path(home))
+        with self._engine.connect() as conn:
+            genesis = conn.execute(select(entries.c.leaf_hash).where(entries.c.seq == 0)).scalar()
+        #: The ledger this table belongs to: its genesis entry's leaf hash (hex); names the KEK file.
+        self.ledger_id = bytes(genesis or b"").hex()
+        self.file = KekFile(kek_path(home, self.ledger_id))
         self._state: KekState | None = None
         self._gens: dict[int, int] = {}
         self._bucket_keys: dict[tuple[int, int], BucketKey] = {}
@@ -76,25 +80,50 @@ class KeyTable:
         path = self.file.path
         with self._engine.connect() as conn:
             db_id = conn.execute(select(meta.c.value).where(meta.c.key == KEK_META)).scalar()
-        if db_id is not None:
-            if not self.file.exists():
-                raise InputError(
-                    f"the subject key-encryption key {path} is missing, and this ledger's subject keys are "
-                    f"wrapped under it (KEK {db_id}): restore the file from its secure copy, or point "
-                    f"--ledger/MLLEDGER_HOME at the home that holds it. Until then no subject key can be "
-                    f"read or created (fail closed)")
-            state = self.file.load()
-            if state.kek_id != db_id:
-                raise InputError(f"{path} is the key-encryption key of another ledger (KEK {state.kek_id}; this "
-                                 f"ledger's is {db_id}): point --ledger/MLLEDGER_HOME at this ledger's home")
+        if db_id is None:
+            with self.file.locked():
+                try:
+                    state = self.file.create(self.ledger_id)
+                except FileExistsError:  # another process of this ledger created it first
+                    state = self._bound(self.file.load())
+                self._adopt(state)
             return state
-        with self.file.locked():
-            try:
-                state = self.file.create()
-            except FileExistsError:
+        if not self.file.exists():
+            raise InputError(
+                f"the subject key-encryption key {path} is missing, and this ledger's subject keys are "
+                f"wrapped under it (KEK {db_id}): restore the file from its secure copy, or point "
+                f"--ledger/MLLEDGER_HOME at the home that holds it. Until then no subject key can be "
+                f"read or created (fail closed)")
+        current = self._current()
+        state = self._bound(self.file.load())
+        if state.kek_id != db_id:
+            raise InputError(f"{path} is the key-encryption key of another ledger (KEK {state.kek_id}; this "
+                             f"ledger's is {db_id}): point --ledger/MLLEDGER_HOME at this ledger's home")
+        self._require_current(state, current)
+        if any(g < current[b] for b, gens in state.keys.items() for g in gens):  # an unfinished rotation
+            with self.file.locked():
                 state = self.file.load()
-            self._adopt(state)
+                self._prune(state)
         return state
+
+    def _bound(self, state: KekState) -> KekState:
+        if state.ledger != self.ledger_id:
+            raise InputError(f"{self.file.path} is the key-encryption key of another ledger (genesis "
+                             f"{state.ledger[:16]}; this ledger's is {self.ledger_id[:16]}); refusing to use it")
+        return state
+
+    def _current(self) -> dict[int, int]:
+        with self._engine.connect() as conn:
+            return {r.bucket: r.gen for r in conn.execute(select(subject_kek))}
+
+    def _require_current(self, state: KekState, current: Mapping[int, int]) -> None:
+        """Fail closed when the file lacks a generation the database uses (an out-of-date copy)."""
+        missing = [(b, g) for b, g in sorted(current.items()) if g not in state.keys.get(b, {})]
+        if missing:
+            b, g = missing[0]
+            raise InputError(f"{self.file.path} lacks generation {g} of bucket {b} (and {len(missing) - 1} more), "
+                             f"which the database uses: it is an out-of-date copy of the key-encryption key. Use "
+                             f"the file that the ledger's other processes use")
 
     def _adopt(self, state: KekState) -> None:
         """Record the KEK's id, and wrap any rows that schema version 2 kept in the clear."""
@@ -157,8 +186,9 @@ class KeyTable:
                 return fn()
             except (StaleGeneration, IntegrityError):
                 self._gens.clear()
-        raise StorageError(f"could not read or create {what}: the KEK file lacks a generation the database "
-                           f"uses, or other processes kept racing; if it persists, restore {self.file.path}")
+        self._require_current(self.file.load(), self._current())  # an out-of-date copy: say so
+        raise StorageError(f"could not read or create {what}: other processes kept rotating or creating keys; "
+                           f"retry")
 
     # -- keys ---------------------------------------------------------------------------
 
@@ -258,7 +288,8 @@ class KeyTable:
         other live key of those buckets re-wrapped and re-tagged; then the old generations deleted
         from the file. Returns how many live keys were re-wrapped."""
         with self.file.locked():
-            state = self._state = self.file.load()
+            state = self._state = self._bound(self.file.load())
+            self._require_current(state, self._current())
             with self._engine.connect() as conn:
                 buckets = {r.kek_bucket for r in conn.execute(select(subject_keys.c.kek_bucket).where(
                     subject_keys.c.key_id.in_(list(erasures)), subject_keys.c.secret.is_not(None)))}
@@ -306,7 +337,8 @@ class KeyTable:
                 moved += len(changes)
             for key_id, seq in erasures.items():
                 conn.execute(update(subject_keys).where(subject_keys.c.key_id == key_id).values(
-                    secret=None, subject=None, tag=None, erased_us=now, erased_seq=seq))
+                    secret=None, subject=None, tag=None, kek_bucket=None, kek_gen=None, erased_us=now,
+                    erased_seq=seq))
             conn.execute(delete(sealed_inputs).where(sealed_inputs.c.key_id.in_(list(erasures))))
         self._gens.update(after)
         return moved
@@ -320,8 +352,8 @@ class KeyTable:
         """Delete from the file every generation older than its bucket's current one (call locked).
 
         Newer ones (left by a rotation that failed) stay, so that their numbers are not reused."""
-        with self._engine.connect() as conn:
-            current = {r.bucket: r.gen for r in conn.execute(select(subject_kek))}
+        current = self._current()
+        self._require_current(state, current)  # never empty a bucket of an out-of-date copy
         stale = {b: [g for g in gens if g < current[b]] for b, gens in state.keys.items()}
         if any(stale.values()):
             for b, gens in stale.items():
@@ -330,3 +362,32 @@ class KeyTable:
                     self._bucket_keys.pop((b, g), None)
             self.file.replace(state)
         self._state = state
+
+
+def kek_problems(store: Store, home: str | os.PathLike[str]) -> list[str]:
+    """What ``mlledger doctor`` reports about a ledger's KEK file, without changing anything."""
+    with store.engine.connect() as conn:
+        genesis = conn.execute(select(entries.c.leaf_hash).where(entries.c.seq == 0)).scalar()
+        db_id = conn.execute(select(meta.c.value).where(meta.c.key == KEK_META)).scalar()
+        current = {r.bucket: r.gen for r in conn.execute(select(subject_kek))}
+    path = kek_path(home, bytes(genesis or b"").hex())
+    if db_id is None:
+        return []
+    if not path.exists() and not path.is_symlink():
+        return [f"{path} (the subject key-encryption key) is missing: subject keys cannot be read; restore it"]
+    try:
+        state = KekFile(path).load()
+    except InputError as exc:
+        return [str(exc)]
+    out = []
+    if state.kek_id != db_id:
+        out.append(f"{path} is not this ledger's key-encryption key (KEK {state.kek_id}, the ledger's is {db_id})")
+    missing = [(b, g) for b, g in current.items() if g not in state.keys[b]]
+    if missing:
+        out.append(f"{path} lacks {len(missing)} current generation(s) (e.g. {missing[0][1]} of bucket "
+                   f"{missing[0][0]}): an out-of-date copy; use the file the ledger's processes use")
+    retired = sum(1 for b, gens in state.keys.items() for g in gens if g < current.get(b, 0))
+    if retired:
+        out.append(f"{path} still holds {retired} retired generation(s) (an erasure did not finish): run "
+                   f"'mlledger erase --finish'")
+    return out

@@ -29,6 +29,7 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from hashlib import sha256
+from pathlib import Path
 from typing import Any, Final
 
 from cryptography.hazmat.primitives import hashes
@@ -40,7 +41,7 @@ from sqlalchemy.exc import DBAPIError
 from ledger._keytable import KeyTable
 from ledger.api import Ledger, Receipt
 from ledger.canonical import encode
-from ledger.errors import InputError, StorageError
+from ledger.errors import InputError, MlledgerError, StorageError
 from ledger.events import Event
 from ledger.schema import sealed_inputs
 
@@ -118,7 +119,7 @@ def _check_subject(subject: str) -> None:
 class SubjectKeys:
     """The erasable key table of one ledger (shares its database), wrapped under ``home``'s KEK file.
 
-    ``home`` is the directory whose ``keys/subjects.kek`` holds the key-encryption key
+    ``home`` is the directory whose ``keys/subjects-<ledger id>.kek`` holds the key-encryption key
     (``ledger._kek``, FORMAT.md 3.19): created on first use, required from then on (fail closed).
     """
 
@@ -133,6 +134,11 @@ class SubjectKeys:
         self.rewrapped = 0
         if self._table.upgraded:  # plaintext rows of schema version 2 were wrapped: clear their old pages
             self._clear_old_pages()
+
+    @property
+    def kek_path(self) -> Path:
+        """This ledger's key-encryption key file."""
+        return self._table.file.path
 
     # -- keys -----------------------------------------------------------------------
 
@@ -241,10 +247,11 @@ class SubjectKeys:
         try:
             self.rewrapped = self._table.rotate(erasures)
             self._clear_old_pages()
-        except DBAPIError as exc:
-            raise StorageError(f"the key(s) {', '.join(sorted(erasures))} could not be destroyed ({exc.orig}); "
-                               f"the erasure is recorded at seq {min(erasures.values())}: run 'mlledger erase "
-                               f"--finish' to complete it") from None
+        except (DBAPIError, OSError, MlledgerError) as exc:  # the database, the KEK file, or its contents
+            why = exc.orig if isinstance(exc, DBAPIError) else exc
+            raise StorageError(f"the key(s) {', '.join(sorted(erasures))} could not be destroyed ({why}); the "
+                               f"erasure is recorded at seq {min(erasures.values())}: fix that, then run 'mlledger "
+                               f"erase --finish' to complete it (KEK file {self._table.file.path})") from None
 
     def _clear_old_pages(self) -> None:
         """Defence in depth (the rows are already wrapped): VACUUM on PostgreSQL, a WAL truncation on SQLite."""

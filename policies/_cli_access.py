@@ -269,10 +269,12 @@ def doctor(obj: Context, max_age: int, fmt: str) -> None:
     problems = _store_file_problems(obj.home) + _key_file_problems(obj.home / "keys")
     if obj.identity_path is not None:
         problems += _key_file_problems(obj.identity_path)
+    from ledger._keytable import kek_problems
     from ledger.api import Ledger
 
     with Ledger.open(obj.location) as ledger:  # not as the --as identity: its key may be the problem
         problems += _ledger_problems(ledger, max_age, obj.home / "keys" / "log.vkey")
+        problems += kek_problems(ledger.store, obj.home)
     if fmt == "json":
         echo_json({"problems": problems})
     else:
@@ -292,10 +294,6 @@ def _store_file_problems(home: Path) -> list[str]:
         if mode & 0o077:
             out.append(f"{path} is readable by group or others (mode {mode:04o}); it holds subject keys and stored "
                        f"inputs: chmod {'700' if path.is_dir() else '600'} {path}")
-    kek = home / "keys" / "subjects.kek"
-    if kek.is_symlink() or (kek.exists() and kek.stat().st_mode & 0o077):
-        out.append(f"{kek} (the subject key-encryption key) is a symbolic link or readable by group or others: "
-                   f"make it a plain file and chmod 600 {kek}")
     return out
 
 

@@ -251,6 +251,16 @@ def _decision(view: LedgerView, seq: int, leaf_hex: str) -> ViewEntry:
     return decision
 
 
+@register_check("identity.registered")
+def _check_registration(view: LedgerView, seq: int, actor: str | None, payload: dict[str, Any]) -> None:
+    """New admin-signed registrations sign version 2 of the identity message (it covers the display
+    name); version 1 ones already on the ledger still verify, their display name unauthenticated."""
+    if payload.get("signature") is not None and payload.get("signature_version") != 2:
+        raise InputError("identity.registered refused: its admin signature must be over version 2 of the identity "
+                         "message (signature_version: 2), which also covers display_name; sign it again with "
+                         "'mlledger identity register'")
+
+
 @register_check("approval.signed")
 def _check_approval(view: LedgerView, seq: int, actor: str | None, payload: dict[str, Any]) -> None:
     decision = _decision(view, payload["decision_seq"], payload["decision_leaf_hash"])

@@ -36,6 +36,8 @@ def _signature(view: Scope, decision: ViewEntry, sig: dict[str, Any], at: ViewEn
     reg = view.get(ident.seq) if ident else None
     if reg is not None:
         display = reg.payload.get("display_name")
+        if display and reg.payload.get("signature_version") != 2:  # version 1 did not sign the display name
+            display = f"{display} (unauthenticated)"
     verified, why = False, "the signer is not a trusted registered identity at that point"
     if ident is not None:
         msg = approval_message(view.origin(), decision.seq, decision.leaf_hash.hex(), sig["signer"], sig["meaning"],

@@ -149,8 +149,7 @@ def _no_secret_in(outputs: list[str], tokens: list[str]) -> None:
             for (secret,) in db.execute("SELECT secret FROM subject_keys WHERE secret IS NOT NULL"):
                 raw = bytes(secret)
                 secrets.extend([raw.hex(), base64.b64encode(raw).decode()])
-    kek = Path(".mlledger/keys/subjects.kek")
-    if kek.exists():  # the subject key-encryption keys and pepper
+    for kek in Path(".mlledger/keys").glob("subjects-*.kek"):  # the subject key-encryption keys and pepper
         doc = json.loads(kek.read_text())
         secrets.extend([doc["pepper"], *(k for gens in doc["keys"].values() for k in gens.values())])
     assert len(secrets) > 10

@@ -454,3 +454,26 @@ def test_on_an_access_controlled_ledger_the_loop_runs_as_an_identity_holding_its
                       **{k: "bot" for k in written if k not in ("label.received", "monitor.window", "monitor.alert")}}
     assert len(actors) == 10 and all("actor_signature" in e.payload for e in written.values())
     assert "audit: 0 violation(s)" in run("audit")
+
+
+def test_a_reused_request_id_is_refused_as_ambiguous_and_batch_records_have_their_own(world: Path) -> None:
+    from backends.serving import Scorer, resolve
+    from ledger.privacy import SubjectKeys
+    from policies._workspace import Workspace
+
+    rec = {"income": 50.0, "age": 40, "debt": 9.0}
+    with Ledger.open(".mlledger") as led:
+        ws = Workspace(led, Path(".mlledger"))
+        scorer = Scorer(ws, SubjectKeys(led, Path(".mlledger")), resolve(ws, "credit", "production"),
+                        actor="service:test")
+        first, second = scorer.score([rec, {**rec, "age": 41}], request_id="b")  # records b/0 and b/1
+        (one,) = scorer.score([rec], request_id="b:1")  # cannot be confused with b/1
+        scorer.score([rec], request_id="twice")
+        scorer.score([rec], request_id="twice")
+    assert first.receipt and second.receipt and one.receipt
+    Path("batch.csv").write_text(f"request_id,label\nb/1,{second.label}\nb:1,{one.label}\n")
+    run("labels", "ingest", "batch.csv")
+    assert {lab["prediction_seq"] for lab in of_kind("label.received")} == {second.receipt.seq, one.receipt.seq}
+    Path("twice.csv").write_text("request_id,label\ntwice,1\n")
+    out = run("labels", "ingest", "twice.csv", code=2)
+    assert "request_id 'twice' names 2 decisions" in out and "label these by 'seq'" in out

@@ -35,6 +35,11 @@ def led(any_url: str) -> Iterator[Ledger]:
     ledger.close()
 
 
+def _kp(led: Ledger, home: Path) -> Path:
+    """The ledger's KEK file in ``home`` (named by its genesis leaf hash)."""
+    return kek_path(home, led.get(0).leaf_hash.hex())
+
+
 def _rows(led: Ledger) -> list[dict[str, Any]]:
     with led.store.engine.connect() as conn:
         return [dict(r._mapping) for r in conn.execute(text("SELECT * FROM subject_keys"))]
@@ -65,7 +70,7 @@ def test_the_database_holds_no_subject_id_or_secret_in_the_clear(led: Ledger, ho
     key = keys.for_subject(ZOE)
     keys.many_for_subjects(["amy", "bo"])
     keys.for_deployment("credit@production")
-    state = KekFile(kek_path(home)).load()
+    state = KekFile(_kp(led, home)).load()
     (row,) = [r for r in _rows(led) if r["key_id"] == key.key_id]
     secret, subject = BucketKey.of(row["kek_bucket"], row["kek_gen"],
                                    state.keys[row["kek_bucket"]][row["kek_gen"]]).unwrap(key.key_id, row["secret"])
@@ -73,19 +78,19 @@ def test_the_database_holds_no_subject_id_or_secret_in_the_clear(led: Ledger, ho
     dump = repr(_rows(led)).encode()
     assert ZOE.encode() not in dump and secret not in dump and secret.hex().encode() not in dump
     assert all(r["subject"] is None for r in _rows(led))
-    assert os.stat(kek_path(home)).st_mode & 0o777 == 0o600
+    assert os.stat(_kp(led, home)).st_mode & 0o777 == 0o600
 
 
 def test_a_backup_taken_before_an_erasure_cannot_be_opened_with_the_kek_after_it(led: Ledger, home: Path) -> None:
     keys = SubjectKeys(led, home)
-    state = KekFile(kek_path(home)).load()
+    state = KekFile(_kp(led, home)).load()
     zoe = keys.for_subject(ZOE)
     neighbours = {s: keys.for_subject(s) for s in _same_bucket(state, ZOE, 3)}
     backup = {r["key_id"]: r for r in _rows(led)}  # what WAL, archives and backups keep
     old = backup[zoe.key_id]
-    assert _unwrap_all(KekFile(kek_path(home)).load(), old) is not None  # before: the backup opens
+    assert _unwrap_all(KekFile(_kp(led, home)).load(), old) is not None  # before: the backup opens
     keys.erase(ZOE, request_ref="DSR-1", legal_ground="GDPR Art. 17", reason="r", actor="dpo@example.com")
-    after = KekFile(kek_path(home)).load()
+    after = KekFile(_kp(led, home)).load()
     assert _unwrap_all(after, old) is None  # after: nothing in the file opens it
     assert list(after.keys[old["kek_bucket"]]) == [old["kek_gen"] + 1]  # the old generation is gone
     for gen, k in after.keys[old["kek_bucket"]].items():  # nor can a candidate id be confirmed by its tag
@@ -99,7 +104,7 @@ def test_a_backup_taken_before_an_erasure_cannot_be_opened_with_the_kek_after_it
 
 def test_another_process_keeps_reading_and_creating_across_a_rotation(led: Ledger, home: Path) -> None:
     reader, eraser = SubjectKeys(led, home), SubjectKeys(led, home)
-    state = KekFile(kek_path(home)).load()
+    state = KekFile(_kp(led, home)).load()
     a, b = _same_bucket(state, ZOE, 2)
     key_a = reader.for_subject(a)  # the reader caches generation 1
     eraser.for_subject(ZOE)
@@ -113,7 +118,7 @@ def test_concurrent_creation_and_erasure_lose_no_live_key(any_url: str, home: Pa
     led = make_ledger(any_url)
     try:
         first = SubjectKeys(led, home)
-        state = KekFile(kek_path(home)).load()
+        state = KekFile(_kp(led, home)).load()
         victims = _same_bucket(state, "victim", 6)
         for v in victims:
             first.for_subject(v)
@@ -147,48 +152,69 @@ def test_concurrent_creation_and_erasure_lose_no_live_key(any_url: str, home: Pa
 def test_a_missing_kek_file_fails_closed_and_writes_nothing(led: Ledger, home: Path) -> None:
     SubjectKeys(led, home).for_subject("amy")
     before = _rows(led)
-    kek_path(home).rename(home / "elsewhere")
-    with pytest.raises(InputError, match=r"subjects.kek is missing.*restore the file"):
+    _kp(led, home).rename(home / "elsewhere")
+    with pytest.raises(InputError, match=r"subjects-[0-9a-f]{16}.kek is missing.*restore the file"):
         SubjectKeys(led, home).for_subject("bo")
     with pytest.raises(InputError, match="is missing"):
         SubjectKeys(led, home).erase("amy", request_ref="r", legal_ground="x", reason="r", actor="dpo")
     assert _rows(led) == before and led.head_size() == 1
 
 
-def test_another_ledgers_kek_file_is_refused(led: Ledger, home: Path, tmp_path: Path) -> None:
-    SubjectKeys(led, home).for_subject("amy")
+def test_two_ledgers_sharing_a_home_keep_separate_kek_files(led: Ledger, home: Path, tmp_path: Path) -> None:
+    """The reviewer's case: URL ledgers run from one directory share a home. An erasure in one must not
+    retire a generation the other uses, and one ledger's file is never used for the other."""
     other = make_ledger(f"sqlite:///{tmp_path / 'other.db'}")
     try:
-        SubjectKeys(other, tmp_path / "other-home").for_subject("x")
-        (home / "keys" / "subjects.kek").unlink()
-        (tmp_path / "other-home" / "keys" / "subjects.kek").rename(home / "keys" / "subjects.kek")
+        mine, theirs = SubjectKeys(led, home), SubjectKeys(other, home)
+        assert mine.kek_path != theirs.kek_path and mine.kek_path.parent == theirs.kek_path.parent
+        state = KekFile(mine.kek_path).load()
+        (bob,) = _same_bucket(state, ZOE, 1)  # same bucket number in both ledgers' files
+        bob_key = theirs.for_subject(bob)
+        mine.for_subject(ZOE)
+        mine.erase(ZOE, request_ref="DSR", legal_ground="x", reason="r", actor="dpo@example.com")
+        assert SubjectKeys(other, home).for_subject(bob) == bob_key
+        mine.kek_path.unlink()
+        theirs.kek_path.rename(mine.kek_path)  # the other ledger's file under this ledger's name
         with pytest.raises(InputError, match="key-encryption key of another ledger"):
-            SubjectKeys(led, home).for_subject("amy")
+            SubjectKeys(led, home)
     finally:
         other.close()
 
 
-@pytest.mark.parametrize("damage", ["mode", "json", "bucket", "symlink"])
-def test_a_damaged_or_exposed_kek_file_is_refused(led: Ledger, home: Path, damage: str) -> None:
-    SubjectKeys(led, home).for_subject("amy")
-    path = kek_path(home)
+@pytest.mark.parametrize("damage", ["mode", "json", "bucket", "empty-bucket", "symlink", "symlinked-dir", "stale"])
+def test_a_damaged_exposed_or_stale_kek_file_is_refused_and_left_alone(led: Ledger, home: Path, damage: str) -> None:
+    keys = SubjectKeys(led, home)
+    keys.for_subject("amy")
+    path = _kp(led, home)
     if damage == "mode":
         path.chmod(0o644)
         match = "readable or writable by group or others"
-    elif damage == "json":
-        path.write_bytes(b"{not json")
-        match = "not a subject KEK file .invalid JSON"
-    elif damage == "bucket":
+    elif damage in ("json", "bucket", "empty-bucket"):
         doc = json.loads(path.read_bytes())
-        del doc["keys"]["7"]
-        path.write_text(json.dumps(doc))
-        match = f"{BUCKETS} buckets"
-    else:
+        if damage == "bucket":
+            del doc["keys"]["7"]
+        else:
+            doc["keys"]["7"] = {}
+        path.write_bytes(b"{not json" if damage == "json" else json.dumps(doc).encode())
+        match = "invalid JSON" if damage == "json" else f"{BUCKETS} non-empty buckets"
+    elif damage == "symlink":
         path.rename(home / "real.kek")
         path.symlink_to(home / "real.kek")
-        match = "symbolic link"
+        match = "the subject key-encryption key: .*symbolic link.*plain file"
+    elif damage == "symlinked-dir":
+        (home / "keys").rename(home / "real-keys")
+        (home / "keys").symlink_to(home / "real-keys")
+        match = "keys is a symbolic link"
+    else:  # an out-of-date copy from before an erasure rotated a bucket
+        old = path.read_bytes()
+        keys.erase("amy", request_ref="DSR", legal_ground="x", reason="r", actor="dpo@example.com")
+        path.write_bytes(old)
+        match = "lacks generation 2 of bucket .* out-of-date copy"
+    before = path.read_bytes() if not path.parent.is_symlink() else b""
     with pytest.raises(InputError, match=match):
         SubjectKeys(led, home).for_subject("amy")
+    if damage == "stale":
+        assert path.read_bytes() == before  # not pruned into an empty bucket
 
 
 def test_a_rotation_that_fails_in_the_database_keeps_every_key_and_is_finished_later(
@@ -196,7 +222,7 @@ def test_a_rotation_that_fails_in_the_database_keeps_every_key_and_is_finished_l
     led = make_ledger(sqlite_url)
     try:
         keys = SubjectKeys(led, home)
-        state = KekFile(kek_path(home)).load()
+        state = KekFile(_kp(led, home)).load()
         (n,) = _same_bucket(state, ZOE, 1)
         zoe, nb = keys.for_subject(ZOE), keys.for_subject(n)
         with led.store.engine.begin() as conn:
@@ -211,7 +237,7 @@ def test_a_rotation_that_fails_in_the_database_keeps_every_key_and_is_finished_l
         assert keys.status(zoe.key_id) == "erased" and keys.for_subject(n) == nb
         bucket = state.bucket_of("s:" + ZOE)
         # generation 2 was written by the failed attempt (and ``keys`` still holds it): never reused
-        assert list(KekFile(kek_path(home)).load().keys[bucket]) == [3]
+        assert list(KekFile(_kp(led, home)).load().keys[bucket]) == [3]
     finally:
         led.close()
 
@@ -261,7 +287,7 @@ def test_on_postgresql_the_erased_secret_and_subject_id_are_not_in_the_wal(pg_ur
     try:
         keys = SubjectKeys(led, home)
         zoe = keys.for_subject(ZOE)
-        state = KekFile(kek_path(home)).load()
+        state = KekFile(_kp(led, home)).load()
         (row,) = [r for r in _rows(led) if r["key_id"] == zoe.key_id]
         secret, _ = BucketKey.of(row["kek_bucket"], 1, state.keys[row["kek_bucket"]][1]).unwrap(
             zoe.key_id, row["secret"])
@@ -277,6 +303,54 @@ def test_on_postgresql_the_erased_secret_and_subject_id_are_not_in_the_wal(pg_ur
             if seg.is_file():
                 blob = seg.read_bytes()
                 assert secret not in blob and ZOE.encode() not in blob, seg
-        assert _unwrap_all(KekFile(kek_path(home)).load(), row) is None
+        assert _unwrap_all(KekFile(_kp(led, home)).load(), row) is None
     finally:
         led.close()
+
+
+def test_a_rotation_stopped_before_the_old_generation_left_the_file_is_finished_at_the_next_open(
+        led: Ledger, home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Killed between the database commit and the prune: the erased key's old generation must not stay
+    in the file (with it, a pre-erasure backup opens). Any later open of the key table prunes it."""
+    from ledger._keytable import KeyTable
+
+    keys = SubjectKeys(led, home)
+    zoe = keys.for_subject(ZOE)
+    (old,) = [r for r in _rows(led) if r["key_id"] == zoe.key_id]
+    real, calls = KeyTable._prune, []
+
+    def killed(self: KeyTable, state: KekState) -> None:
+        calls.append(1)
+        if len(calls) == 1:  # erase's own finish_erasures, before the rotation
+            return real(self, state)
+        raise KeyboardInterrupt  # the process dies here, after the rotation committed
+
+    monkeypatch.setattr(KeyTable, "_prune", killed)
+    with pytest.raises(KeyboardInterrupt):
+        keys.erase(ZOE, request_ref="DSR", legal_ground="x", reason="r", actor="dpo@example.com")
+    monkeypatch.setattr(KeyTable, "_prune", real)
+    assert keys.status(zoe.key_id) == "erased" and calls
+    assert _unwrap_all(KekFile(_kp(led, home)).load(), old) is not None  # the window the reviewer found
+    SubjectKeys(led, home)  # any next open (a server start, a CLI command)
+    assert _unwrap_all(KekFile(_kp(led, home)).load(), old) is None
+    (after,) = [r for r in _rows(led) if r["key_id"] == zoe.key_id]
+    assert after["kek_bucket"] is None and after["kek_gen"] is None and after["tag"] is None  # no bucket hint
+
+
+def test_an_erasure_whose_kek_file_cannot_be_written_says_how_to_finish(
+        led: Ledger, home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    keys = SubjectKeys(led, home)
+    zoe = keys.for_subject(ZOE)
+
+    def full(self: KekFile, state: KekState) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(KekFile, "replace", full)
+    with pytest.raises(StorageError, match=r"No space left on device.*recorded at seq \d+.*erase --finish"):
+        keys.erase(ZOE, request_ref="DSR", legal_ground="x", reason="r", actor="dpo@example.com")
+    assert keys.status(zoe.key_id) == "live"
+    monkeypatch.undo()
+    assert SubjectKeys(led, home).finish_erasures() == [zoe.key_id]
+    assert keys.status(zoe.key_id) == "erased"

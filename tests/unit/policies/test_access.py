@@ -380,6 +380,7 @@ def test_unsigned_entries_keep_their_pre_issue_12_bytes() -> None:
 
 def test_init_keeps_the_ledger_home_private_and_doctor_flags_a_readable_database(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
     import os
     import stat
 
@@ -403,11 +404,19 @@ def test_init_keeps_the_ledger_home_private_and_doctor_flags_a_readable_database
     out = CliRunner().invoke(root, ["doctor"])
     assert out.exit_code == 1 and "ledger.db is readable by group or others (mode 0644)" in out.output
     assert CliRunner().invoke(root, ["erase", "--finish"]).exit_code == 0  # opens (creates) the subject KEK
-    kek = home / "keys" / "subjects.kek"
+    (kek,) = (home / "keys").glob("subjects-*.kek")
     assert stat.S_IMODE(kek.stat().st_mode) == 0o600
-    assert "subjects.kek" not in CliRunner().invoke(root, ["doctor"]).output
+    assert "subjects-" not in CliRunner().invoke(root, ["doctor"]).output
     kek.chmod(0o640)
-    assert "subject key-encryption key) is a symbolic link or readable" in CliRunner().invoke(root, ["doctor"]).output
+    out = CliRunner().invoke(root, ["doctor"])
+    assert out.exit_code == 1 and "the subject key-encryption key: " in out.output and "mode 0640" in out.output
+    kek.chmod(0o600)
+    doc = json.loads(kek.read_text())  # a retired generation left behind by an unfinished erasure
+    doc["keys"]["3"]["0"] = doc["keys"]["3"]["1"]
+    kek.write_text(json.dumps(doc))
+    assert "still holds 1 retired generation(s)" in CliRunner().invoke(root, ["doctor"]).output
+    assert CliRunner().invoke(root, ["erase", "--finish"]).exit_code == 0  # opening the key table prunes it
+    assert "retired" not in CliRunner().invoke(root, ["doctor"]).output
 
 
 # -- the kinds people and services write (reviews, gates, incidents, labels, monitoring, reports) ---------
@@ -564,12 +573,17 @@ def test_the_closed_loop_is_refused_up_front_without_an_identity_holding_every_s
 # -- identity registrations: version 2 signatures cover the display name ------------------------------------
 
 
-def test_a_registration_whose_display_name_was_changed_is_untrusted_and_refused(world: World) -> None:
+def test_a_registration_whose_display_name_was_changed_is_untrusted_and_refused(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
     from policies._governance import identities
 
     world.register("ann@example.com", "validator", display_name="Ann Example")
     world.register("eve@example.com", "validator", display_name="Eve", shown="Chief Risk Officer")
-    world.register("old@example.com", "validator", display_name="Old Style", version=1)  # before v2: still valid
+    with pytest.raises(InputError, match="must be over version 2 of the identity message"):  # no downgrade
+        world.register("new-v1@example.com", "validator", display_name="CEO", version=1)
+    with monkeypatch.context() as m:  # one written by an earlier release, before version 2: still valid
+        m.setitem(events._CHECKS, "identity.registered", lambda *a: None)
+        world.register("old@example.com", "validator", display_name="Old Style", version=1)
     with world.ledger.view() as view:
         trusted = identities(view, before=view.size)
     assert {"ann@example.com", "old@example.com"} <= set(trusted) and "eve@example.com" not in trusted
