@@ -27,7 +27,7 @@ import hmac
 import os
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from hashlib import sha256
 from pathlib import Path
 from typing import Any, Final
@@ -85,13 +85,22 @@ class SubjectKey:
     key_id: str
     commit_key: bytes
     seal_key: bytes
+    #: HMAC-SHA256 keyed with ``commit_key``, copied for each commitment (keying it costs more than
+    #: the copy: about 8% of batch scoring).
+    _mac: Any = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_mac", hmac.new(self.commit_key, digestmod=sha256))
 
     @classmethod
     def of(cls, key_id: str, secret: bytes) -> SubjectKey:
         return cls(key_id, derive(secret, COMMIT_INFO), derive(secret, SEAL_INFO))
 
     def commit(self, record: Mapping[str, Any]) -> bytes:
-        return commitment(self.commit_key, record)
+        """``commitment(commit_key, record)``."""
+        mac = self._mac.copy()
+        mac.update(encode(record))
+        return bytes(mac.digest())
 
     def request_ref(self, request_id: str) -> str:
         """The keyed stand-in for a client's request id (hex): unlinkable once the key is erased."""
