@@ -165,7 +165,7 @@ def _check_prediction(view: LedgerView, seq: int, actor: str | None, payload: di
         return
     from ledger.privacy import KeyErased
 
-    if view.key_status(key_id) != "live" or view.of_kind("subject.erased", subject=f"key:{key_id}"):
+    if not view.key_usable(key_id):
         raise KeyErased(f"key {key_id} was erased; the decision must be recorded under the subject's new key")
 
 

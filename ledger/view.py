@@ -87,6 +87,15 @@ class LedgerView:
         genesis = self.get(0)
         return "" if genesis is None else str(genesis.payload["origin"])
 
+    def key_usable(self, key_id: str) -> bool:
+        """Whether a subject key is live and no ``subject.erased`` entry names it (one statement)."""
+        rows = self._tx.rows(self._tx.sql(
+            "SELECT (SELECT secret IS NOT NULL FROM subject_keys WHERE key_id = {p}), "
+            "EXISTS (SELECT 1 FROM entries WHERE subject = {p} AND kind = 'subject.erased')"),
+            (key_id, f"key:{key_id}"))
+        live, erased = rows[0]
+        return bool(live) and not erased
+
     def key_status(self, key_id: str) -> str:
         """``live``, ``erased`` or ``unknown``: a key of the erasable ``subject_keys`` table."""
         rows = self._tx.rows(self._tx.sql("SELECT secret FROM subject_keys WHERE key_id = {p}"), (key_id,))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 from hashlib import sha256
+from pathlib import Path
 
 import pytest
 
@@ -16,9 +17,10 @@ from ledger.privacy import COMMIT_INFO, SubjectKey, derive
 
 
 def _decision(**extra: object) -> PredictionMade:
+    fields: dict[str, object] = {"key_id": "dk-" + "0" * 32, **extra}
     return PredictionMade(model="credit@1", artifact_sha256="ab" * 32, stage="production", deployed_seq=0,
-                          input_commitment="cd" * 32, key_id="dk-" + "0" * 32, label=1, latency_ms=1.0,
-                          automated_decision=True, **extra)  # type: ignore[arg-type]
+                          input_commitment="cd" * 32, label=1, latency_ms=1.0, automated_decision=True,
+                          **fields)  # type: ignore[arg-type]
 
 
 def test_a_request_id_in_the_clear_is_refused_and_nothing_is_written(ledger: Ledger) -> None:
@@ -42,3 +44,26 @@ def test_request_ref_is_hmac_of_the_domain_and_the_id_under_k_commit() -> None:
 def test_a_decision_without_request_ref_keeps_its_earlier_bytes() -> None:
     assert "request_ref" not in Event(_decision(), actor="svc").to_json()["payload"]
     assert Event(_decision(request_ref="ef" * 32), actor="svc").to_json()["payload"]["request_ref"] == "ef" * 32
+
+
+def test_a_decision_is_refused_under_an_erased_key_or_one_whose_erasure_is_recorded(any_url: str,
+                                                                                     tmp_path: Path) -> None:
+    from ledger.privacy import KeyErased, SubjectKeys
+    from tests.conftest import make_ledger
+
+    led = make_ledger(any_url)
+    try:
+        keys = SubjectKeys(led, tmp_path)
+        live, crashed, erased = (keys.for_subject(s) for s in ("ann", "bo", "cy"))
+        led.append(Event(_decision(key_id=live.key_id), actor="svc"))  # a live key: recorded
+        led.append(Event.from_json({"kind": "subject.erased", "actor": "dpo", "subject": f"key:{crashed.key_id}",
+                                    "payload": {"key_id": crashed.key_id, "request_ref": "DSR-1",
+                                                "legal_ground": "GDPR Art. 17", "reason": "r"}}))
+        keys.erase("cy", request_ref="DSR-2", legal_ground="GDPR Art. 17", reason="r", actor="dpo")
+        size = led.head_size()
+        for key in (crashed, erased):  # the erasure is recorded (its destruction pending), or done
+            with pytest.raises(KeyErased, match=f"key {key.key_id} was erased"):
+                led.append(Event(_decision(key_id=key.key_id), actor="svc"))
+        assert led.head_size() == size
+    finally:
+        led.close()
