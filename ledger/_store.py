@@ -553,6 +553,10 @@ def _configure_sqlite(engine: Engine) -> None:
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA synchronous=FULL")
         cur.execute("PRAGMA busy_timeout=60000")
+        # Up to 64 MiB of page cache per connection, filled only as used (the default is 2 MiB): the
+        # random-key index on ``prev`` outgrows 2 MiB near a million entries, and appends slow by a
+        # fifth (measured: 56k -> 71k rows/s inserting 1M entry rows).
+        cur.execute("PRAGMA cache_size=-65536")
         cur.close()
 
     @event.listens_for(engine, "begin")

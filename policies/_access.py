@@ -265,10 +265,12 @@ _INDEXES_LOCK: Final = threading.Lock()
 
 
 def _signatures(view: LedgerView) -> _SignatureIndex:
+    """The index of the view's ledger (of the view itself when it has no store: an offline audit)."""
+    owner = view.store if view.store is not None else view
     with _INDEXES_LOCK:
-        index = _INDEXES.get(view.store)
+        index = _INDEXES.get(owner)
         if index is None:
-            index = _INDEXES[view.store] = _SignatureIndex()
+            index = _INDEXES[owner] = _SignatureIndex()
         return index
 
 

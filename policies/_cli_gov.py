@@ -279,6 +279,7 @@ def _bundle_view(bundle: Path, trust: tuple[Path, ...]) -> tuple[Any, Any]:
     from ledger._bundle_io import _lines, _open
     from ledger._store import Tx, _Cursor
     from ledger.bundle import verify_bundle
+    from ledger.canonical import parse_ts
     from ledger.keys import load_verifier
     from ledger.merkle import leaf_hash
     from ledger.verify import VerifyResult
@@ -290,7 +291,8 @@ def _bundle_view(bundle: Path, trust: tuple[Path, ...]) -> tuple[Any, Any]:
     if not result.ok:
         return VerifyResult(False, result.seq or 0, None, result.seq, f"{result.kind}: {result.message}"), None
     db = sqlite3.connect(":memory:")
-    db.execute("CREATE TABLE entries (seq INTEGER PRIMARY KEY, leaf_hash BLOB, kind TEXT, subject TEXT, entry BLOB)")
+    db.execute("CREATE TABLE entries (seq INTEGER PRIMARY KEY, leaf_hash BLOB, ts_us INTEGER, kind TEXT, "
+               "subject TEXT, entry BLOB)")
     members = _open(bundle)
     try:
         import orjson
@@ -298,10 +300,10 @@ def _bundle_view(bundle: Path, trust: tuple[Path, ...]) -> tuple[Any, Any]:
         rows = []
         for seq, line in enumerate(_lines(members)):
             d = orjson.loads(line)
-            rows.append((seq, leaf_hash(line), d["kind"], d["subject"], line))
+            rows.append((seq, leaf_hash(line), parse_ts(d["ts"]), d["kind"], d["subject"], line))
     finally:
         members.close()
-    db.executemany("INSERT INTO entries VALUES (?, ?, ?, ?, ?)", rows)
+    db.executemany("INSERT INTO entries VALUES (?, ?, ?, ?, ?, ?)", rows)
     view = LedgerView(None, Tx(_Cursor(db.cursor()), "sqlite"), len(rows))  # type: ignore[arg-type]
     return VerifyResult(True, len(rows), result.root), view
 

@@ -603,3 +603,30 @@ def test_the_version_2_identity_message_is_canonical_json_of_every_field() -> No
                                                "public_key": "K", "roles": ["a", "b"], "signed_by": "s"})
     assert identity_message("o", "n", ["a"], "K", "s", display_name="x") != identity_message(
         "o", "n", ["a"], "K", "s", display_name="y")
+
+
+def test_the_offline_audit_of_a_bundle_finds_what_the_local_audit_finds(controlled: World, tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Over a bundle (no database store: the replay index and identities memo key on the view), with
+    role events and a replay written past the guard."""
+    from ledger.export import export_bundle
+    from policies._cli_gov import _bundle_view
+
+    controlled.act("admin-person", RoleGranted(identity="target", role="deployer", reason="on call"),
+                   "identity:target")
+    event = _signed_policy(controlled, 801)
+    controlled.ledger.append(event)
+    monkeypatch.setattr(events, "_GUARDS", [])
+    controlled.ledger.append(event)  # a replay, written past the guard
+    monkeypatch.undo()
+    local = [(f.seq, f.severity, f.message) for f in controlled.findings()]
+    assert any("already used" in m for _s, _v, m in local)
+    controlled.ledger.close()
+    with Ledger.open(str(tmp_path / "ledger"), signer=controlled.log) as led:
+        led.checkpoint()
+        export_bundle(led, tmp_path / "bundle.zip")
+    (tmp_path / "log.vkey").write_text(controlled.log.verifier_key + "\n")
+    result, view = _bundle_view(tmp_path / "bundle.zip", (tmp_path / "log.vkey",))
+    assert result.ok
+    assert [(f.seq, f.severity, f.message) for f in audit(view)] == local
+    controlled.ledger = Ledger.open(str(tmp_path / "ledger"))  # for the fixture's close
