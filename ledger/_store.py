@@ -332,11 +332,13 @@ class Store:
 class Tx:
     """Driver-level SQL on one connection; ``{p}`` in SQL is the driver's placeholder."""
 
-    __slots__ = ("_before", "_exec", "_ph", "dialect")
+    __slots__ = ("_before", "_exec", "_ph", "dialect", "memo")
 
     def __init__(self, execute: Any, dialect: str, *, before: Callable[[], None] | None = None) -> None:
         self._exec = execute
         self.dialect = dialect
+        #: Scratch space for checks, for the life of this transaction (one sequencing batch).
+        self.memo: dict[str, Any] = {}
         self._ph = "?" if dialect == "sqlite" else "%s"
         #: Run before each statement (the sequencer's buffered rows are written first).
         self._before = before

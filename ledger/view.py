@@ -58,6 +58,11 @@ class LedgerView:
     def store(self) -> Store:
         return self._store
 
+    @property
+    def memo(self) -> dict[str, Any]:
+        """Scratch space shared by the checks of one transaction (a sequencing batch)."""
+        return self._tx.memo
+
     def leaf(self, seq: int) -> bytes | None:
         """The leaf hash of ``seq``, if that entry exists."""
         rows = self._tx.rows(self._tx.sql("SELECT leaf_hash FROM entries WHERE seq = {p}"), (seq,))

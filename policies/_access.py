@@ -291,7 +291,17 @@ def _guard(view: LedgerView, seq: int, kind: str, actor: str | None, subject: st
     needed = KIND_ROLES.get(kind)
     if needed is None or actor is None:
         return
-    enforced = access_enabled_seq(view, before=seq) is not None
+    # Whether access control is on is read once per batch (the batch holds the write lock, so only
+    # an access.enabled in the batch itself can change it: the next entry reads again).
+    memo = view.memo
+    if "access_enabled" not in memo:
+        memo["access_enabled"] = access_enabled_seq(view, before=seq)
+    enforced = memo["access_enabled"] is not None
+    if kind == "access.enabled":
+        memo.pop("access_enabled")
+    if not enforced and (kind in ("identity.registered", "approval.signed", "waiver.granted") or (
+            payload.get("actor_signature") is None and kind not in ALWAYS_SIGNED)):
+        return  # before access control: nothing more to check here (and nothing read)
     trusted = identities(view, before=seq)
     if kind == "identity.registered":
         if enforced:

@@ -630,3 +630,16 @@ def test_the_offline_audit_of_a_bundle_finds_what_the_local_audit_finds(controll
     assert result.ok
     assert [(f.seq, f.severity, f.message) for f in audit(view)] == local
     controlled.ledger = Ledger.open(str(tmp_path / "ledger"))  # for the fixture's close
+
+
+def test_access_control_turned_on_inside_a_batch_governs_the_rest_of_that_batch(world: World) -> None:
+    """The guard reads 'is access control on' once per batch; an access.enabled in the batch counts at once."""
+    world.register("mr", "model-risk")
+    enable = sign_event(Event(AccessEnabled(reason="go live"), actor=GENESIS_ADMIN), actor=GENESIS_ADMIN,
+                        key=world.log.private_key, origin=ORIGIN, signed_at=format_ts(_now_us()))
+    size = world.ledger.head_size()
+    with pytest.raises(InputError, match="policy.published refused: .*is not signed by its actor"):
+        world.ledger.append_many([Event(_policy(901), actor="mr"), enable, Event(_policy(902), actor="mr")])
+    assert world.ledger.head_size() == size
+    world.ledger.append_many([Event(_policy(903), actor="mr"), enable])  # unsigned before it: allowed
+    assert world.ledger.head_size() == size + 2
