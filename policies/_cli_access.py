@@ -265,7 +265,8 @@ MAX_KEY_AGE_DAYS = 365
 @handle_errors
 def doctor(obj: Context, max_age: int, fmt: str) -> None:
     """Report key hygiene problems: unsafe file permissions, unencrypted keys, an old ledger key,
-    and a ledger that is not access-controlled. Exit 1 when any problem is found."""
+    a ledger that is not access-controlled, and a subject key-encryption key file that is exposed,
+    out of date or still holds a retired generation. Exit 1 when any problem is found."""
     problems = _store_file_problems(obj.home) + _key_file_problems(obj.home / "keys")
     if obj.identity_path is not None:
         problems += _key_file_problems(obj.identity_path)
