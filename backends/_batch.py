@@ -256,8 +256,11 @@ def _record_lines(part: dict[str, Any]) -> list[bytes]:
     encoded by ``encode`` itself."""
     keys: dict[str, bytes] = {k: orjson.dumps(k) for k in set(part["key_id"])}
     label_cache: dict[tuple[type, Any], bytes | None] = {}
-    labels = []
+    labels: list[bytes | None] = []
     for label in part["label"]:
+        if type(label) not in (bool, int):  # strings, floats, or anything an engine plugin returns: encode()
+            labels.append(None)
+            continue
         lb = label_cache.get((type(label), label), b"")
         if lb == b"":
             lb = label_cache[(type(label), label)] = _label_json(label)

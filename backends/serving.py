@@ -202,9 +202,11 @@ class Scorer:
 
         frame = pd.DataFrame.from_records(list(records), columns=list(self.deployed.columns))
         out = self.engine.predict(self.deployed.model, frame)
-        raw = np.asarray(out.labels)
-        # ints and bools as ``item()`` gives them (tolist converts in one call); others one by one
-        labels = raw.tolist() if raw.ndim == 1 and raw.dtype.kind in "biu" else [_plain(v) for v in out.labels]
+        # A numpy array of ints or bools converts in one call (as ``item()`` would); anything else one by one
+        # (numpy would turn a plain list mixing bools and ints into ints)
+        raw = out.labels
+        fast = isinstance(raw, np.ndarray) and raw.ndim == 1 and raw.dtype.kind in "biu"
+        labels = raw.tolist() if fast else [_plain(v) for v in out.labels]
         if out.scores is None:
             return labels, [None] * len(labels)
         s = np.asarray(out.scores)

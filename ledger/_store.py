@@ -415,6 +415,11 @@ class Writer:
             raise StorageError("the database connection is closed")
         self._dbapi: Any = dbapi
         self._dialect = store.dialect
+        if store.dialect == "sqlite":
+            # The writer may use up to 64 MiB of page cache, filled only as used (the default is 2 MiB,
+            # and other pooled connections keep it): the random-key index on ``prev`` outgrows 2 MiB
+            # near a million entries, and appends slow by a fifth (56k -> 71k rows/s inserting 1M rows).
+            self._dbapi.execute("PRAGMA cache_size=-65536")
         self.tx = Tx(_Cursor(self._dbapi.cursor()), store.dialect)
 
     def begin(self) -> Tx:
@@ -555,10 +560,6 @@ def _configure_sqlite(engine: Engine) -> None:
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA synchronous=FULL")
         cur.execute("PRAGMA busy_timeout=60000")
-        # Up to 64 MiB of page cache per connection, filled only as used (the default is 2 MiB): the
-        # random-key index on ``prev`` outgrows 2 MiB near a million entries, and appends slow by a
-        # fifth (measured: 56k -> 71k rows/s inserting 1M entry rows).
-        cur.execute("PRAGMA cache_size=-65536")
         cur.close()
 
     @event.listens_for(engine, "begin")

@@ -67,3 +67,37 @@ def test_a_decision_is_refused_under_an_erased_key_or_one_whose_erasure_is_recor
         assert led.head_size() == size
     finally:
         led.close()
+
+
+def test_batch_records_of_any_label_are_the_canonical_encoding() -> None:
+    """The fast path splices pre-encoded pieces for int and bool labels; any other label (a string, a
+    list from an engine plugin) is encoded by ``encode`` itself, never refused."""
+    from backends._batch import _record_lines
+    from ledger.canonical import encode
+
+    labels = [1, True, False, "approve", [0, 1], 2**53 - 1, -7]
+    part = {"input_commitment": ["ab" * 32] * len(labels), "key_id": ["dk-1"] * len(labels), "label": labels,
+            "row": list(range(len(labels))), "score": [0.5] * len(labels)}
+    want = [encode({"input_commitment": "ab" * 32, "key_id": "dk-1", "label": lb, "row": i, "score": 0.5})
+            for i, lb in enumerate(labels)]
+    assert _record_lines(part) == want
+
+
+def test_a_plain_list_of_bool_and_int_labels_keeps_its_bools() -> None:
+    import numpy as np
+
+    from backends.serving import Scorer
+
+    class Out:
+        labels, scores = [True, 2], None
+
+    class Engine:
+        def predict(self, model: object, frame: object) -> Out:
+            return Out()
+
+    scorer = Scorer.__new__(Scorer)
+    scorer.engine = Engine()  # type: ignore[assignment]
+    scorer.deployed = type("D", (), {"columns": {"x": "float"}, "model": None})()
+    assert scorer.predict([{"x": 1.0}, {"x": 2.0}])[0] == [True, 2]
+    Out.labels = np.array([True, False])  # type: ignore[assignment]
+    assert scorer.predict([{"x": 1.0}, {"x": 2.0}])[0] == [True, False]
