@@ -135,7 +135,7 @@ def labels_ingest(obj: Context, file: Path, label_column: str, groups: str | Non
     by its request_id together with a 'subject_id' column. All rows are checked first: one that names
     no recorded decision is an error and nothing is written.
     """
-    from backends.monitor import ingest_labels
+    from backends.labels import ingest_labels
     from policies._cli import workspace
 
     cols = [c.strip() for c in (groups or "").split(",") if c.strip()]
