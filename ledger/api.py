@@ -26,7 +26,8 @@ from ledger import kinds as _kinds  # noqa: F401  (registers the core kinds)
 from ledger._api_checkpoints import _CheckpointsMixin
 from ledger._checkpoints import DEFAULT_CHECKPOINT_EVERY, Checkpoints
 from ledger._parallel import PARALLEL_MIN, SEGMENT_LEVEL, verify_parallel
-from ledger._store import Head, Receipt, Sequencer, Store, Writer, resolve_url, root_of_head
+from ledger._sequencer import Sequencer
+from ledger._store import Head, Receipt, Store, Writer, resolve_url, root_of_head
 from ledger.canonical import EntryPrefix, format_ts, parse_ts
 from ledger.errors import InputError, IntegrityError, MlledgerError, StorageError
 from ledger.events import Event, describe_validation_error, payload_model

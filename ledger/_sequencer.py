@@ -1,0 +1,151 @@
+"""Sequencing: a batch of prepared entries becomes rows, in one transaction holding the write lock.
+
+Each entry gets the next ``seq``, the previous leaf hash as ``prev`` and the batch's time (never
+earlier than the tail's). Governed kinds pass the access guards and checked kinds their checks
+(``ledger.events``) against the ledger including every earlier entry of the batch: rows are
+buffered and written, with the Merkle nodes they complete, before a check's first read, so a check
+that reads nothing costs no statement, and a refusal rolls the whole batch back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Final
+
+from ledger import merkle
+from ledger._store import Receipt, Store, Tail, Tx
+from ledger.canonical import GENESIS_PREV, EntryPrefix, entry_bytes, format_ts
+from ledger.errors import InputError, IntegrityError
+from ledger.events import check_for, guards, payload_model
+from ledger.schema import NODE_MIN_LEVEL
+from ledger.view import LedgerView
+
+__all__ = ["Sequencer"]
+
+_LEAF: Final = b"\x00"
+
+
+class _Rows:
+    """Entry rows of one sequencing batch, buffered until a read needs them or the batch ends."""
+
+    __slots__ = ("frontier", "leaves", "rows", "tx")
+
+    def __init__(self, tx: Tx, frontier: merkle.Frontier) -> None:
+        self.tx, self.frontier = tx, frontier
+        self.rows: list[tuple[Any, ...]] = []
+        self.leaves: list[bytes] = []
+
+    @staticmethod
+    def reading(tx: Tx, flush: Callable[[], None]) -> Tx:
+        """``tx``, writing the buffered rows before each statement."""
+        return Tx(tx._exec, tx.dialect, before=flush)
+
+    def flush(self) -> None:
+        """Write the buffered entries and the Merkle nodes they complete (one statement each)."""
+        if not self.rows:
+            return
+        tx = self.tx
+        node_rows = self.frontier.extend(self.leaves, min_level=NODE_MIN_LEVEL)
+        tx.many(tx.sql(_ENTRY_SQL), self.rows)
+        if node_rows:
+            tx.many(tx.sql(_NODE_SQL), node_rows)
+        self.rows.clear()
+        self.leaves.clear()
+
+
+class Sequencer:
+    """Assigns seq, prev and ts and writes a batch of entries in one transaction.
+
+    Keeps the Merkle frontier of the tail it last wrote; when another process
+    has appended since, the frontier is reloaded (O(log n) reads).
+    """
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._cache: tuple[int, bytes, merkle.Frontier] | None = None
+        self._pending: tuple[int, bytes, merkle.Frontier] | None = None
+
+    def write(
+        self, tx: Tx, batch: Sequence[EntryPrefix], *, expect_size: int | None = None,
+        tail: Tail | bool = False,
+    ) -> list[Receipt]:
+        """Inside a transaction holding the write lock: append ``batch``.
+
+        ``tail``: the tail as read when the lock was taken, if it was.
+        """
+        store = self.store
+        if tail is False or tail is True:
+            tail = store.tail(tx)
+        if tail is None:
+            size, prev, last_ts = 0, bytes.fromhex(GENESIS_PREV), 0
+        else:
+            size, prev, last_ts = tail[0] + 1, tail[1], tail[2]
+        if expect_size is not None and size != expect_size:
+            raise IntegrityError(f"expected a ledger of {expect_size} entries, found {size}")
+        if self._cache is not None and self._cache[0] == size and self._cache[1] == prev:
+            frontier = self._cache[2].copy()
+        else:
+            if tail is not None and merkle.leaf_hash(store.entry_bytes(tx, tail[0])) != tail[1]:
+                raise IntegrityError(
+                    f"entry {tail[0]} (the tail) does not match its stored leaf hash; "
+                    "the ledger fails verification: run 'mlledger verify'"
+                )
+            frontier = store.frontier(tx, size)
+        ts_us = max(time.time_ns() // 1000, last_ts)
+        ts = format_ts(ts_us)
+        receipts: list[Receipt] = []
+        out = _Rows(tx, frontier)
+        # A checked entry (key event or registered check) is checked against the ledger
+        # including every entry before it in this batch: the rows buffered so far are written,
+        # in the same transaction, before the check's first read (``_Rows.reading``), so its
+        # view sees them (and a refusal rolls all back). A check that reads nothing (e.g. a
+        # decision under a deployment key) costs no statement.
+        checked = _Rows.reading(tx, out.flush)
+        sha, leaf_prefix = hashlib.sha256, _LEAF
+        rows, leaves = out.rows, out.leaves
+        seq = size
+        for pre in batch:
+            if pre.payload is not None:
+                self._check(checked, pre, seq)
+            data = entry_bytes(pre, seq, prev.hex(), ts)
+            leaf = sha(leaf_prefix + data).digest()
+            rows.append((seq, leaf, prev, ts_us, pre.kind, pre.subject, data))
+            receipts.append(Receipt(seq, leaf, ts))
+            leaves.append(leaf)
+            prev = leaf
+            seq += 1
+        out.flush()
+        self._pending = (seq, prev, frontier)
+        return receipts
+
+    def _check(self, tx: Tx, pre: EntryPrefix, seq: int) -> None:
+        """A key event must fit the key history; a checked kind must pass its check."""
+        assert pre.payload is not None
+        if payload_model(pre.kind).GOVERNED:  # access control first (issue 12)
+            for guard in guards():
+                guard(LedgerView(self.store, tx, seq), seq, pre.kind, pre.actor, pre.subject, pre.payload)
+        if pre.kind.startswith("key."):
+            try:
+                self.store.key_history(tx).apply(seq, pre.kind, pre.payload)
+            except IntegrityError as exc:
+                raise InputError(f"{pre.kind}: refused: {exc}") from None
+            return
+        check = check_for(pre.kind)
+        if check is not None:
+            check(LedgerView(self.store, tx, seq), seq, pre.actor, pre.payload)
+
+    def committed(self) -> None:
+        """Call after the transaction of the last ``write`` committed."""
+        self._cache = self._pending
+
+    def rolled_back(self) -> None:
+        self._cache = None
+
+
+_ENTRY_SQL: Final = (
+    "INSERT INTO entries (seq, leaf_hash, prev, ts_us, kind, subject, entry) "
+    "VALUES ({p},{p},{p},{p},{p},{p},{p})"
+)
+_NODE_SQL: Final = "INSERT INTO nodes (level, idx, hash) VALUES ({p},{p},{p})"
