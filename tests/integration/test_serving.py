@@ -295,3 +295,47 @@ def test_a_failing_key_table_is_503_and_the_log_names_no_subject(world: Path) ->
     assert "example.com" not in one.text + two.text and head_size() == before
     log = "".join(p.read_text() for p in Path(".").glob("serve-*.log"))
     assert "example.com" not in log and "parameters" not in log
+
+
+def test_two_workers_share_the_subject_keys_and_an_erasure_while_they_serve(world: Path) -> None:
+    """Two uvicorn worker processes create the KEK file and subject keys concurrently; an erasure (a bucket
+    rotation) while they serve loses no live key; every answered decision is on the ledger; audit is clean."""
+    answered: list[tuple[int, str, str]] = []
+    lock = threading.Lock()
+    errors: list[str] = []
+
+    def client(n: int, url: str) -> None:
+        with httpx.Client(timeout=30) as c:
+            for i in range(40):
+                subject = f"cust-{(n * 40 + i) % 60}"  # subjects shared between the clients
+                r = c.post(f"{url}/v1/predict", json={"record": RECORD, "subject_id": subject})
+                if r.status_code != 200:
+                    errors.append(r.text)
+                    continue
+                p = r.json()["predictions"][0]
+                with lock:
+                    answered.append((p["receipt"]["seq"], p["key_id"], subject))
+
+    with server("--workers", "2") as (url, _proc):
+        threads = [threading.Thread(target=client, args=(n, url)) for n in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads[:2]:
+            t.join()
+        run("erase", "--subject", "cust-7", "--reason", "data subject request")  # while the others run
+        for t in threads[2:]:
+            t.join()
+    assert not errors and len(answered) == 160
+    keys = {}
+    for _seq, key_id, subject in answered:
+        keys.setdefault(subject, set()).add(key_id)
+    assert all(len(k) == 1 for s, k in keys.items() if s != "cust-7")  # one key per subject, across workers
+    assert len(list(Path(".mlledger/keys").glob("subjects-*.kek"))) == 1
+    with Ledger.open(".mlledger") as led:
+        assert led.verify().ok
+        sk = SubjectKeys(led, ".mlledger")
+        live = {s: next(iter(k)) for s, k in keys.items() if s != "cust-7"}
+        assert all(sk.status(key_id) == "live" and sk.by_id(key_id) is not None for key_id in live.values())
+        for seq, key_id, _subject in answered:
+            assert led.get(seq).payload["key_id"] == key_id
+    assert "0 violation(s)" in run("audit")
