@@ -9,9 +9,9 @@ gate read them from either kind.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field, JsonValue, SerializerFunctionWrapHandler, StringConstraints, model_serializer
+from pydantic import Field, JsonValue, StringConstraints
 
 from ledger.actions import SignedAction
 from ledger.events import Payload, Sha256Hex, register, register_check
@@ -83,6 +83,7 @@ class PredictionMade(Payload):
     canonical input record; ``sealed`` says whether the input is also kept AES-GCM-encrypted.
     """
 
+    OMIT_WHEN_NONE: ClassVar[frozenset[str]] = frozenset({"request_ref"})  # older entries keep their bytes
     model: Identifier  # NAME@VERSION
     artifact_sha256: Sha256Hex
     stage: Stage
@@ -99,13 +100,6 @@ class PredictionMade(Payload):
     sealed: bool = False
     #: HMAC-SHA256 under the decision's ``K_commit`` of ``"mlledger/v1 request-id" 0x00 request id``.
     request_ref: Sha256Hex | None = None
-
-    @model_serializer(mode="wrap")
-    def _omit_absent_ref(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        data: dict[str, Any] = handler(self)
-        if self.request_ref is None:  # entries written before it keep their bytes
-            data.pop("request_ref", None)
-        return data
 
 
 @register("prediction.batch")
@@ -131,19 +125,12 @@ class HumanReviewed(SignedAction):
     for the holder of a ``review`` token, by the server's identity named in ``vouched_by``.
     """
 
+    OMIT_WHEN_NONE: ClassVar[frozenset[str]] = frozenset({"vouched_by", "actor_signature"})
     prediction_seq: Annotated[int, Field(ge=0)]
     outcome: Literal["confirmed", "overridden"]
     label: Label | None = None
     reason: Detail
     vouched_by: Identifier | None = None
-
-    @model_serializer(mode="wrap")
-    def _omit_absent(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        data: dict[str, Any] = handler(self)
-        for key in ("vouched_by", "actor_signature"):  # unsigned reviews keep their pre-issue-12 bytes
-            if data.get(key) is None:
-                data.pop(key, None)
-        return data
 
 
 SCORE_DECIMALS = 2
@@ -205,6 +192,10 @@ class MonitorAlert(SignedAction):
     predictions ending at ``window_last_seq`` crossed its ``threshold``.
     """
 
+    #: Entries written before the monitor fields keep their bytes: unset fields are left out.
+    OMIT_WHEN_NONE: ClassVar[frozenset[str]] = frozenset(
+        {"statistic", "value", "threshold", "window_last_seq", "actor_signature"})
+
     kind: Literal["alias-drift", "unrecorded-version", "unknown-artifact", "prediction-drift", "input-drift",
                   "latency", "accuracy", "fairness", "monitor-blind"]
     model: Identifier
@@ -215,15 +206,6 @@ class MonitorAlert(SignedAction):
     value: float | None = None
     threshold: float | None = None
     window_last_seq: Annotated[int, Field(ge=0)] | None = None
-
-    @model_serializer(mode="wrap")
-    def _drop_monitor_defaults(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        """Entries written before the monitor fields keep their bytes: unset fields are left out."""
-        out: dict[str, Any] = handler(self)
-        for key in ("statistic", "value", "threshold", "window_last_seq", "actor_signature"):
-            if out.get(key) is None:
-                out.pop(key, None)
-        return out
 
 
 @register_check("model.deployed")

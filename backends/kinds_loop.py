@@ -17,9 +17,9 @@ Registered through the ``mlledger.kinds`` entry point (``loop``).
 from __future__ import annotations
 
 import functools
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field, SerializerFunctionWrapHandler, StringConstraints, model_serializer
+from pydantic import Field, StringConstraints
 
 from ledger.actions import SignedAction
 from ledger.events import Payload, Sha256Hex, register, register_check
@@ -138,20 +138,12 @@ class LabelReceived(SignedAction):
     in the entry: it is sealed under the decision's subject key (erasable) and named here by its keyed
     commitment ``groups_commitment``. ``groups`` stays empty (it exists for entries written before)."""
 
+    OMIT_WHEN_NONE: ClassVar[frozenset[str]] = frozenset({"groups_commitment", "actor_signature"})
     prediction_seq: Seq
     label: Label
     groups: dict[Column, Short] = Field(default_factory=dict)
     source_sha256: Sha256Hex  # the labels file
     groups_commitment: Sha256Hex | None = None
-
-    @model_serializer(mode="wrap")
-    def _omit_absent_commitment(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        data: dict[str, Any] = handler(self)
-        if self.groups_commitment is None:  # entries written before it keep their bytes
-            data.pop("groups_commitment", None)
-        if self.actor_signature is None:  # and unsigned ones their pre-issue-12 bytes
-            data.pop("actor_signature", None)
-        return data
 
 
 @register_check("label.received")

@@ -39,6 +39,12 @@ Secret = tuple[str, bytes]
 _T = TypeVar("_T")
 
 
+def _ledger_id(store: Store) -> str:
+    with store.engine.connect() as conn:
+        genesis = conn.execute(select(entries.c.leaf_hash).where(entries.c.seq == 0)).scalar()
+    return bytes(genesis or b"").hex()
+
+
 def _now_us() -> int:
     return time.time_ns() // 1000
 
@@ -50,10 +56,8 @@ class KeyTable:
         self._store = store
         self._engine = store.engine
         self.pg = self._engine.dialect.name == "postgresql"
-        with self._engine.connect() as conn:
-            genesis = conn.execute(select(entries.c.leaf_hash).where(entries.c.seq == 0)).scalar()
         #: The ledger this table belongs to: its genesis entry's leaf hash (hex); names the KEK file.
-        self.ledger_id = bytes(genesis or b"").hex()
+        self.ledger_id = _ledger_id(store)
         self.file = KekFile(kek_path(home, self.ledger_id))
         self._state: KekState | None = None
         self._gens: dict[int, int] = {}
@@ -367,10 +371,9 @@ class KeyTable:
 def kek_problems(store: Store, home: str | os.PathLike[str]) -> list[str]:
     """What ``mlledger doctor`` reports about a ledger's KEK file, without changing anything."""
     with store.engine.connect() as conn:
-        genesis = conn.execute(select(entries.c.leaf_hash).where(entries.c.seq == 0)).scalar()
         db_id = conn.execute(select(meta.c.value).where(meta.c.key == KEK_META)).scalar()
         current = {r.bucket: r.gen for r in conn.execute(select(subject_kek))}
-    path = kek_path(home, bytes(genesis or b"").hex())
+    path = kek_path(home, _ledger_id(store))
     if db_id is None:
         return []
     if not path.exists() and not path.is_symlink():

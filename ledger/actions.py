@@ -31,7 +31,7 @@ from typing import Annotated, Any, ClassVar, Final
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from pydantic import SerializerFunctionWrapHandler, StringConstraints, model_serializer
+from pydantic import StringConstraints
 
 from ledger.canonical import encode
 from ledger.errors import SignatureError
@@ -57,14 +57,9 @@ class SignedAction(Payload):
     """Base of the governance kinds whose entries the actor signs."""
 
     GOVERNED: ClassVar[bool] = True
+    #: Unsigned entries keep their pre-issue-12 bytes; subclasses add their own optional fields.
+    OMIT_WHEN_NONE: ClassVar[frozenset[str]] = frozenset({"actor_signature"})
     actor_signature: ActorSignature | None = None
-
-    @model_serializer(mode="wrap")
-    def _omit_absent_actor_signature(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        data: dict[str, Any] = handler(self)
-        if self.actor_signature is None:  # unsigned entries keep their pre-issue-12 bytes
-            data.pop("actor_signature", None)
-        return data
 
 
 def action_message(origin: str, kind: str, actor: str, subject: str | None, signed_at: str,

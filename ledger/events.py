@@ -15,7 +15,14 @@ from collections.abc import Callable, Mapping
 from typing import Annotated, Any, ClassVar, Final, TypeVar
 
 import orjson
-from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    SerializerFunctionWrapHandler,
+    StringConstraints,
+    ValidationError,
+    model_serializer,
+)
 
 from ledger.canonical import MAX_NAME_BYTES, EntryPrefix, encode, prefix
 from ledger.errors import InputError
@@ -48,6 +55,17 @@ class Payload(BaseModel):
     KIND: ClassVar[str] = ""
     #: Subject to the access guards (``register_guard``): who may write it, and their signature.
     GOVERNED: ClassVar[bool] = False
+    #: Optional fields left out of the entry while None, so that entries written before a field
+    #: existed keep their bytes (and leaf hashes).
+    OMIT_WHEN_NONE: ClassVar[frozenset[str]] = frozenset()
+
+    @model_serializer(mode="wrap")
+    def _omit_when_none(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        for key in self.OMIT_WHEN_NONE:
+            if data.get(key) is None:
+                data.pop(key, None)
+        return data
 
 
 _P = TypeVar("_P", bound=type[Payload])

@@ -13,9 +13,7 @@ from typing import Annotated, Any, ClassVar, Literal, Self
 from pydantic import (
     Field,
     JsonValue,
-    SerializerFunctionWrapHandler,
     StringConstraints,
-    model_serializer,
     model_validator,
 )
 
@@ -135,6 +133,8 @@ class IdentityRegistered(Payload):
     """A person or service, its roles and its Ed25519 public key (raw 32 bytes, base64)."""
 
     GOVERNED: ClassVar[bool] = True  # authenticated by its admin signature (signed_by)
+    #: Unsigned registrations keep their pre-signature bytes, version 1 ones theirs.
+    OMIT_WHEN_NONE: ClassVar[frozenset[str]] = frozenset({"signed_by", "signature", "signature_version"})
     name: Identifier
     roles: Annotated[list[Role], Field(min_length=1)]
     public_key: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9+/]{43}=$")]
@@ -157,15 +157,6 @@ class IdentityRegistered(Payload):
             raise ValueError("signature_version needs a signature")
         return self
 
-    @model_serializer(mode="wrap")
-    def _omit_absent_signature(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        data: dict[str, Any] = handler(self)
-        if self.signature is None:  # unsigned registrations keep their pre-signature bytes
-            data.pop("signed_by", None)
-            data.pop("signature", None)
-        if self.signature_version is None:  # version 1 registrations keep their bytes
-            data.pop("signature_version", None)
-        return data
 
 
 @register("policy.published")

@@ -59,6 +59,11 @@ class LedgerView:
         return self._store
 
     @property
+    def owner(self) -> Any:
+        """What per-ledger caches key on: the store, or the view itself when it has none (a bundle)."""
+        return self._store if self._store is not None else self
+
+    @property
     def memo(self) -> dict[str, Any]:
         """Scratch space shared by the checks of one transaction (a sequencing batch)."""
         return self._tx.memo

@@ -266,11 +266,10 @@ _INDEXES_LOCK: Final = threading.Lock()
 
 def _signatures(view: LedgerView) -> _SignatureIndex:
     """The index of the view's ledger (of the view itself when it has no store: an offline audit)."""
-    owner = view.store if view.store is not None else view
     with _INDEXES_LOCK:
-        index = _INDEXES.get(owner)
+        index = _INDEXES.get(view.owner)
         if index is None:
-            index = _INDEXES[owner] = _SignatureIndex()
+            index = _INDEXES[view.owner] = _SignatureIndex()
         return index
 
 

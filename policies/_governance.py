@@ -69,7 +69,7 @@ def _identities(view: LedgerView, before: int | None) -> tuple[dict[str, Identit
            if before is None or e.seq < before]
     key = (rel[-1].seq, rel[-1].leaf_hash) if rel else (-1, b"")
     with _IDENTITY_CACHE_LOCK:
-        cache = _IDENTITY_CACHE.setdefault(view.store if view.store is not None else view, {})
+        cache = _IDENTITY_CACHE.setdefault(view.owner, {})
         hit = cache.get(key)
     if hit is None:
         hit = _compute_identities(view, rel)

@@ -146,6 +146,9 @@ class EvidenceRecorded(SignedAction):
     whether or not the model has an artifact.
     """
 
+    #: Evidence bound by artifact hash alone keeps its earlier bytes (and unsigned evidence its own).
+    OMIT_WHEN_NONE: ClassVar[frozenset[str]] = frozenset({"model", "actor_signature"})
+
     type: EvidenceType
     model_sha256: Sha256Hex | None = None
     model: ModelRef | None = None
@@ -158,14 +161,6 @@ class EvidenceRecorded(SignedAction):
     config: dict[str, JsonValue]
     seed: int | None = None
 
-    @model_serializer(mode="wrap")
-    def _omit_absent_model(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        data: dict[str, Any] = handler(self)
-        if self.model is None:  # evidence bound by artifact hash alone keeps its earlier bytes
-            data.pop("model", None)
-        if self.actor_signature is None:  # and unsigned evidence its pre-issue-12 bytes
-            data.pop("actor_signature", None)
-        return data
 
 
 RuleOutcome = Literal["pass", "fail", "missing_evidence", "needs_approval"]
