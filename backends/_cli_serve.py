@@ -188,7 +188,7 @@ def batch_proof(records: Path, row: int, entry_file: Path | None, entry_proof: P
     """
     from backends._batch import row_proof, verify_row_proof
     from ledger import keys
-    from ledger.note import verify_entry_proof
+    from ledger.tlog_proof import verify_entry_proof
 
     if entry_file is None:
         echo_json(row_proof(records, row))

@@ -246,7 +246,7 @@ class _State:
         self._seen = size  # only once the switch (or retirement) succeeded
 
     def proof(self, seq: int) -> bytes:
-        from ledger.note import format_proof
+        from ledger.tlog_proof import format_proof
 
         if seq >= self.ledger.head_size():
             raise HTTPException(404, f"no entry at seq {seq}")

@@ -14,7 +14,8 @@ from ledger.errors import InputError
 from ledger.events import Event
 from ledger.keyhistory import sign_rotation
 from ledger.kinds import KeyAdded, KeyRevoked, KeyRotated
-from ledger.note import Verifier, format_proof, verify_entry_proof
+from ledger.note import Verifier
+from ledger.tlog_proof import format_proof, verify_entry_proof
 
 __all__ = ["checkpoint", "key", "prove", "verify_proof"]
 

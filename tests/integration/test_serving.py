@@ -22,8 +22,9 @@ import backends.kinds  # noqa: F401
 from ledger import merkle
 from ledger.api import Ledger
 from ledger.canonical import encode
-from ledger.note import open_checkpoint, parse_proof
+from ledger.note import open_checkpoint
 from ledger.privacy import SubjectKeys
+from ledger.tlog_proof import parse_proof
 from tests.integration.serving_world import (
     cli_command,
     head_size,

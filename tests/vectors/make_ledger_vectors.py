@@ -56,9 +56,9 @@ from ledger.note import (
     add_signatures,
     cosign,
     cosignature_message,
-    format_proof,
     sign_checkpoint,
 )
+from ledger.tlog_proof import format_proof
 
 __all__ = ["OUT_DIR", "build", "main"]
 

@@ -21,7 +21,8 @@ from ledger import keys, merkle
 from ledger.api import Ledger
 from ledger.cli import root
 from ledger.errors import SignatureError
-from ledger.note import Verifier, open_checkpoint, parse_proof, verify_cosignatures
+from ledger.note import Verifier, open_checkpoint, verify_cosignatures
+from ledger.tlog_proof import parse_proof
 from tests.helpers import dataset_event, policy_event
 
 ORIGIN = "example.com/t"

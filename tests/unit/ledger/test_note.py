@@ -21,22 +21,20 @@ from ledger.note import (
     Note,
     NoteSignature,
     Signer,
-    TlogProof,
     Verifier,
     add_signatures,
     cosign,
     cosignature_message,
     cosignature_time,
-    format_proof,
     key_id,
     open_checkpoint,
-    parse_proof,
     sign_checkpoint,
     sign_note,
     verify_cosignatures,
     verify_note,
     vkey_for,
 )
+from ledger.tlog_proof import TlogProof, format_proof, parse_proof
 
 VECTORS = Path(__file__).resolve().parents[2] / "vectors" / "note"
 

@@ -27,9 +27,9 @@ from ledger.note import (
     Signer,
     Verifier,
     open_checkpoint,
-    parse_proof,
     verify_cosignatures,
 )
+from ledger.tlog_proof import parse_proof
 from ledger.verify import ChainVerifier
 
 VECTORS = Path(__file__).resolve().parents[2] / "vectors"
