@@ -16,6 +16,7 @@ temporary file and moved into place only after the entries are committed.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import os
 import time
@@ -26,19 +27,22 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from pydantic import TypeAdapter
+from pydantic import TypeAdapter, ValidationError
 
 from backends.kinds import PredictionBatch, PredictionMade
 from backends.serving import Scorer, recorded_score
 from ledger import merkle
-from ledger.canonical import MAX_SAFE_INT, encode
+from ledger.canonical import MAX_SAFE_INT, EntryPrefix, encode, prefixes, row_format
 from ledger.errors import InputError, IntegrityError, MlledgerError
 from ledger.events import Event
+from ledger.kinds import KeyId
 
 __all__ = ["BatchResult", "predict_file", "row_proof", "verify_row_proof"]
 
 FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 _PREDICTIONS: TypeAdapter[list[PredictionMade]] = TypeAdapter(list[PredictionMade])
+_KEY_ID: TypeAdapter[str] = TypeAdapter(KeyId)
+_VARYING = ("input_commitment", "key_id", "label", "score")  # a chunk's decisions differ only in these
 _NO_NODES = 64  # Frontier.extend: keep no interior nodes (only the root is needed)
 
 
@@ -120,18 +124,141 @@ def _validate(frame: Any, columns: dict[str, str], path: Path, offset: int, csv:
             raise InputError(f"{where(i)}: column {subject_column!r} (the subject id) is empty")
 
 
-def _records(frame: Any, columns: dict[str, str]) -> list[dict[str, Any]]:
+def _inputs(frame: Any, columns: dict[str, str]) -> Any:
+    """The model's input columns of a validated chunk, string columns as text."""
     sub = frame[list(columns)]
     for col, kind in columns.items():
         if kind == "string":
             sub = sub.assign(**{col: sub[col].astype(str)})
-    records: list[dict[str, Any]] = sub.to_dict("records")
+    return sub
+
+
+def _records(inputs: Any) -> list[dict[str, Any]]:
+    """Each row as a record (the values ``encode`` and the sealed store see)."""
+    records: list[dict[str, Any]] = inputs.to_dict("records")
     return records
+
+
+def _input_bytes(inputs: Any) -> list[bytes] | None:
+    """``encode(record)`` of each row of ``inputs`` (``_records``), spliced from one per-chunk format
+    (``ledger.canonical.row_format``); None when a column is outside that fast path (a dtype other
+    than float, integer or text, or an integer beyond +-(2**53 - 1)), for ``encode`` to handle.
+
+    ``to_dict`` gives a float column's values as Python floats and an integer column's as ints, so the
+    slots are ``%r`` and ``%d``; pass 1 has refused empty and non-finite values.
+    """
+    import numpy as np
+
+    slots: list[tuple[str, str]] = []
+    cols: list[list[Any]] = []
+    for name in inputs.columns:
+        s = inputs[name]
+        kind = s.dtype.kind
+        if kind == "f":
+            arr = s.to_numpy(dtype=np.float64)
+            if not np.isfinite(arr).all():
+                return None
+            slots.append((name, "float"))
+        elif kind in "iu" and s.dtype != bool:
+            arr = s.to_numpy()
+            if arr.dtype.kind not in "iu" or (len(arr) and (arr.min() < -MAX_SAFE_INT or arr.max() > MAX_SAFE_INT)):
+                return None
+            slots.append((name, "int"))
+        elif kind == "O" and all(type(v) is str for v in s):
+            try:
+                cols.append([orjson.dumps(v) for v in s])
+            except orjson.JSONEncodeError:  # e.g. a lone surrogate: ``encode`` names it
+                return None
+            slots.append((name, "json"))
+            continue
+        else:
+            return None
+        cols.append(arr.tolist())
+    fmt, order = row_format({}, slots, where="input record")
+    by_name = dict(zip([name for name, _ in slots], cols, strict=True))
+    return [fmt % row for row in zip(*[by_name[name] for name in order], strict=True)]
+
+
+def _decisions(actor: str, subject: str, common: dict[str, Any], part: dict[str, Any], labels: list[Any],
+               scores: list[float | None]) -> list[EntryPrefix]:
+    """The ``prediction.made`` entries of one chunk, pre-encoded: spliced from one per-chunk format
+    when every label is a bool, safe integer or string and every recorded score a finite float or
+    None; otherwise each payload is validated and encoded by its model (the same bytes, or the
+    same error)."""
+    recorded = [recorded_score(sc) for sc in scores]
+    fast = _fast_slots(part["key_id"], labels, recorded)
+    if fast is None:
+        payloads = _PREDICTIONS.validate_python([
+            {**common, "input_commitment": c, "key_id": k, "label": lab, "score": sc}
+            for c, k, lab, sc in zip(part["input_commitment"], part["key_id"], labels, recorded, strict=True)])
+        return [Event(p, actor=actor, subject=subject).prepare() for p in payloads]
+    key_json, label_json = fast
+    first = PredictionMade.model_validate({**common, "input_commitment": part["input_commitment"][0],
+                                           "key_id": part["key_id"][0], "label": labels[0], "score": recorded[0]})
+    const = first.model_dump(mode="json")  # validated constants, as the model dumps them
+    for name in _VARYING:
+        del const[name]
+    const = {k: v for k, v in const.items() if not (v is None and k in PredictionMade.OMIT_WHEN_NONE)}
+    commitments, key_ids = part["input_commitment"], part["key_id"]
+    int_labels = all(type(v) is int for v in labels)  # (label_json has checked the range)
+    float_scores = all(sc is not None for sc in recorded)
+    fmt, order = row_format(const, [("input_commitment", "ascii"), ("key_id", "json"),
+                                    ("label", "int" if int_labels else "json"),
+                                    ("score", "float" if float_scores else "json")], where="prediction.made payload")
+    by_name = {"input_commitment": [c.encode() for c in commitments], "key_id": [key_json[k] for k in key_ids],
+               "label": labels if int_labels else [label_json[(type(v), v)] for v in labels],
+               "score": recorded if float_scores else [b"null" if sc is None else repr(sc).encode() for sc in recorded]}
+    out = prefixes("prediction.made", actor, subject, fmt, zip(*[by_name[name] for name in order], strict=True))
+    for pre, c, k, lab, sc in zip(out, commitments, key_ids, labels, recorded, strict=True):
+        # the values the entry holds, for the kind's check (as ``Event.prepare`` gives them)
+        pre.payload = {**const, "input_commitment": c, "key_id": k, "label": lab, "score": sc}
+        pre.actor = actor
+    return out
+
+
+def _fast_slots(key_ids: list[str], labels: list[Any], scores: list[float | None]
+                ) -> tuple[dict[str, bytes], dict[tuple[type, Any], bytes]] | None:
+    """The canonical JSON of each distinct key id and label, when the chunk fits the spliced path."""
+    keys: dict[str, bytes] = {}
+    for k in set(key_ids):
+        try:
+            _KEY_ID.validate_python(k)
+        except ValidationError:
+            return None
+        keys[k] = orjson.dumps(k)
+    label_json: dict[tuple[type, Any], bytes] = {}
+    for lab in {(type(v), v) for v in labels}:
+        if lab[0] is str:
+            label_json[lab] = orjson.dumps(lab[1])
+        else:
+            lb = _label_json(lab[1])
+            if lb is None:
+                return None
+            label_json[lab] = lb
+    for sc in scores:
+        if sc is not None and (type(sc) is not float or sc - sc != 0.0):
+            return None
+    return keys, label_json
 
 
 def predict_file(scorer: Scorer, source: Path, output: Path, *, subject_column: str | None = None,
                  batch_commitment: bool = False, chunk_rows: int = 50_000, automated: bool = True,
                  progress: Callable[[int], None] | None = None) -> BatchResult:
+    # The objects alive before the run (libraries, the model) are left out of garbage collection
+    # while it runs: each chunk allocates hundreds of thousands of objects, and the collections
+    # they trigger walked the whole heap (15% of per-row scoring, bench/predict.py).
+    gc.freeze()
+    try:
+        return _predict_file(scorer, source, output, subject_column=subject_column,
+                             batch_commitment=batch_commitment, chunk_rows=chunk_rows, automated=automated,
+                             progress=progress)
+    finally:
+        gc.unfreeze()
+
+
+def _predict_file(scorer: Scorer, source: Path, output: Path, *, subject_column: str | None,
+                  batch_commitment: bool, chunk_rows: int, automated: bool,
+                  progress: Callable[[int], None] | None) -> BatchResult:
     start = time.perf_counter()
     csv = _fmt(source, "input") == "csv"
     out_fmt = _fmt(output, "output")
@@ -178,14 +305,20 @@ def predict_file(scorer: Scorer, source: Path, output: Path, *, subject_column: 
     try:
         done = 0
         for frame in _chunks(source, chunk_rows, text):  # pass 2
-            records = _records(frame, columns)
+            inputs = _inputs(frame, columns)
+            n = len(inputs)
             subjects = [str(s) for s in frame[subject_column]] if subject_column else None
             t0 = time.perf_counter()
-            labels, scores = scorer.predict(records)
-            latency_ms = round((time.perf_counter() - t0) * 1000 / max(len(records), 1), 3)
-            keys = scorer.keys_for(subjects, len(records))
-            digests = [k.commit(r) for k, r in zip(keys, records, strict=True)]
-            rows = range(done, done + len(records))
+            labels, scores = scorer.predict_frame(inputs)
+            latency_ms = round((time.perf_counter() - t0) * 1000 / max(n, 1), 3)
+            keys = scorer.keys_for(subjects, n)
+            encoded = _input_bytes(inputs)
+            records = _records(inputs) if encoded is None or scorer.seal else None
+            if encoded is None:  # outside the spliced fast path: encode each record
+                assert records is not None
+                encoded = [encode(r) for r in records]
+            digests = [k.commit_encoded(x) for k, x in zip(keys, encoded, strict=True)]
+            rows = range(done, done + n)
             part: dict[str, Any] = {"row": list(rows), "label": labels, "score": scores,
                                     "input_commitment": [x.hex() for x in digests],
                                     "key_id": [k.key_id for k in keys]}
@@ -199,22 +332,18 @@ def predict_file(scorer: Scorer, source: Path, output: Path, *, subject_column: 
                 common = {"model": d.ref, "artifact_sha256": d.artifact_sha256, "stage": d.stage,
                           "deployed_seq": d.deployed_seq, "latency_ms": latency_ms, "automated_decision": automated,
                           "sealed": scorer.seal}
-                payloads = _PREDICTIONS.validate_python([
-                    {**common, "input_commitment": c, "key_id": k, "label": lab, "score": recorded_score(sc)}
-                    for c, k, lab, sc in zip(part["input_commitment"], part["key_id"], labels, scores, strict=True)])
-                subject = f"model:{d.ref}"
-                events = [Event(p, actor=scorer.actor, subject=subject) for p in payloads]
+                prefixes = _decisions(scorer.actor, f"model:{d.ref}", common, part, labels, scores)
                 settle()
-                pending = (writer.submit(scorer.ws.ledger.append_many, events), part)
+                pending = (writer.submit(scorer.ws.ledger.append_prepared, prefixes), part)
             if scorer.seal and rec_fh is None:
                 settle()  # inputs are stored only for committed decisions
-                scorer.keys.store_sealed(zip(keys, digests, records, strict=True))
+                scorer.keys.store_sealed(zip(keys, digests, records or (), strict=True))
             elif scorer.seal:  # stored once the batch entry is committed
-                to_seal.extend(zip(keys, digests, records, strict=True))
+                to_seal.extend(zip(keys, digests, records or (), strict=True))
             parts.append(part)
-            done += len(records)
+            done += n
             if progress:
-                progress(len(records))
+                progress(n)
         settle()
         batch_seq = root = None
         if rec_fh is not None and tmp_rec is not None and records_path is not None:
@@ -288,15 +417,32 @@ def _label_json(label: Any) -> bytes | None:
 
 
 def _write_output(parts: list[dict[str, Any]], path: Path, fmt: str, batch_seq: int | None) -> None:
-    import pandas as pd
+    """The output file: a row per input row (row, label, score, input commitment, key id, and its seq or
+    the batch's seq). Written by Arrow's writers, which run outside the interpreter lock (pandas'
+    CSV writer took a fifth of per-row scoring's time); a label column Arrow cannot type (mixed
+    types from an engine plugin) goes through pandas."""
+    import pyarrow as pa
 
-    frame = pd.concat([pd.DataFrame(p) for p in parts], ignore_index=True)
+    names = list(parts[0])
+    columns = {name: [v for p in parts for v in p[name]] for name in names}
     if batch_seq is not None:
-        frame["batch_seq"] = batch_seq
+        columns["batch_seq"] = [batch_seq] * len(columns["row"])
+    try:
+        table = pa.table({name: pa.array(values) for name, values in columns.items()})
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        import pandas as pd
+
+        frame = pd.DataFrame(columns)
+        frame.to_csv(path, index=False) if fmt == "csv" else frame.to_parquet(path, index=False)
+        return
     if fmt == "csv":
-        frame.to_csv(path, index=False)
+        import pyarrow.csv as pcsv  # type: ignore[import-untyped]
+
+        pcsv.write_csv(table, path)
     else:
-        frame.to_parquet(path, index=False)
+        import pyarrow.parquet as pq
+
+        pq.write_table(table, path)
 
 
 def row_proof(records_path: Path, row: int) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import Field, JsonValue, StringConstraints
 
 from ledger.actions import SignedAction
+from ledger.errors import InputError
 from ledger.events import Payload, Sha256Hex, register, register_check
 from ledger.kinds import KeyId
 from ledger.view import LedgerView
@@ -142,8 +143,6 @@ so it would link an erased subject's decision back to them (FORMAT.md 3.14)."""
 def _check_prediction(view: LedgerView, seq: int, actor: str | None, payload: dict[str, Any]) -> None:
     """A decision is never recorded under an erased subject key (or one whose erasure is recorded),
     nor with a client's request id in the clear."""
-    from ledger.errors import InputError
-
     if payload.get("request_id") is not None:
         raise InputError("prediction.made: request_id is no longer recorded verbatim (a client-chosen string "
                          "could be personal data); record request_ref, its keyed HMAC (FORMAT.md 3.14)")
@@ -159,7 +158,6 @@ def _check_prediction(view: LedgerView, seq: int, actor: str | None, payload: di
 @register_check("model.undeployed")
 def _check_undeployment(view: LedgerView, seq: int, actor: str | None, payload: dict[str, Any]) -> None:
     """Only the current deployment of that model, artifact and stage may be ended, once."""
-    from ledger.errors import InputError
 
     current = current_deployment(view, payload["model"].partition("@")[0], payload["stage"])
     if current is None or current.seq != payload["deployed_seq"] or (
@@ -171,7 +169,6 @@ def _check_undeployment(view: LedgerView, seq: int, actor: str | None, payload: 
 
 @register_check("human.reviewed")
 def _check_review(view: LedgerView, seq: int, actor: str | None, payload: dict[str, Any]) -> None:
-    from ledger.errors import InputError
 
     target = view.get(payload["prediction_seq"])
     if target is None or target.kind != "prediction.made":
@@ -211,7 +208,6 @@ class MonitorAlert(SignedAction):
 @register_check("model.deployed")
 def _check_deployment(view: LedgerView, seq: int, actor: str | None, payload: dict[str, Any]) -> None:
     """Only the version that holds a stage, by its promotion, may be deployed to it."""
-    from ledger.errors import InputError
     from policies._governance import model_versions
 
     promo = view.get(payload["promotion_seq"])

@@ -197,11 +197,15 @@ class Scorer:
         self.engine = get_backend(deployed.backend)
 
     def predict(self, records: Sequence[Mapping[str, Any]]) -> tuple[list[Any], list[float | None]]:
-        import numpy as np
         import pandas as pd  # type: ignore[import-untyped]
 
-        frame = pd.DataFrame.from_records(list(records), columns=list(self.deployed.columns))
-        out = self.engine.predict(self.deployed.model, frame)
+        return self.predict_frame(pd.DataFrame.from_records(list(records), columns=list(self.deployed.columns)))
+
+    def predict_frame(self, frame: Any) -> tuple[list[Any], list[float | None]]:
+        """Labels and scores for the rows of a DataFrame holding (at least) the model's input columns."""
+        import numpy as np
+
+        out = self.engine.predict(self.deployed.model, frame[list(self.deployed.columns)])
         # A numpy array of ints or bools converts in one call (as ``item()`` would); anything else one by one
         # (numpy would turn a plain list mixing bools and ints into ints)
         raw = out.labels

@@ -256,6 +256,15 @@ class Ledger(_CheckpointsMixin):
             return []
         return self._submit(prefixes)
 
+    def append_prepared(self, prefixes: list[EntryPrefix]) -> list[Receipt]:
+        """``append_many`` for entries already encoded with ``ledger.canonical.prefix`` (the batch
+        fast path, ``backends._batch``): the caller vouches that each payload is its kind's canonical,
+        valid payload; checks still run, and ungoverned kinds only (a governed one must be signed)."""
+        for pre in prefixes:
+            if pre.kind in RESERVED_KINDS or payload_model(pre.kind).GOVERNED:
+                raise InputError(f"kind: {pre.kind} cannot be appended pre-encoded; use append_many")
+        return self._submit(prefixes) if prefixes else []
+
     def _submit(self, prefixes: list[EntryPrefix]) -> list[Receipt]:
         if self._closed:
             raise ValueError("the ledger is closed")

@@ -21,6 +21,7 @@ import functools
 import math
 import re
 import time
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final
 
 import orjson
@@ -42,6 +43,8 @@ __all__ = [
     "owned_canonical_value",
     "parse_ts",
     "prefix",
+    "prefixes",
+    "row_format",
 ]
 
 FORMAT_VERSION: Final = 1
@@ -204,6 +207,42 @@ def _explain(value: Any, path: str) -> None:
             _explain(sub, f"{path}[{i}]")
 
 
+#: How a slot of ``row_format`` renders its value.
+_SLOTS: Final = {"float": b"%r", "int": b"%d", "json": b"%s", "ascii": b'"%s"'}
+
+
+def row_format(const: Mapping[str, Any], slots: Sequence[tuple[str, str]], *,
+               where: str = "value") -> tuple[bytes, list[str]]:
+    """A bytes %-format for many objects that differ only in the fields ``slots`` (the batch fast path),
+    and the slot names in the order the format takes their values (the canonical key order).
+
+    ``fmt % row == encode({**const, **dict(zip(order, row))})`` when each value of ``row`` is, by
+    its slot's kind:
+
+    - ``"float"``: a finite float (``%r`` is Python's repr, the canonical float form);
+    - ``"int"``: an ``int``, not a ``bool``, within +-(2**53 - 1);
+    - ``"json"``: ``bytes``, the value's canonical encoding;
+    - ``"ascii"``: ``bytes`` of a string that JSON writes as itself between quotes (printable ASCII
+      without ``"`` or ``\\``, e.g. lowercase hex).
+
+    The caller checks those conditions, per column (tests/unit/ledger/test_canonical.py holds the
+    two forms equal).
+    """
+    marks = {name: f"\ue000{i}\ue000" for i, (name, _) in enumerate(slots)}
+    if len(marks) != len(slots) or set(marks) & set(const):
+        raise ValueError("row_format: each slot must be named once and not be a constant field")
+    fmt = encode({**const, **marks}, where=where).replace(b"%", b"%%")
+    at: dict[str, int] = {}
+    for name, _kind in slots:
+        mark = orjson.dumps(marks[name])
+        if fmt.count(mark) != 1:
+            raise InputError(f"{where}: a constant field holds the reserved text {marks[name]!r}")
+        at[name] = fmt.index(mark)
+    for name, kind in slots:
+        fmt = fmt.replace(orjson.dumps(marks[name]), _SLOTS[kind])
+    return fmt, sorted(at, key=at.__getitem__)
+
+
 def decode(data: bytes, *, where: str = "input") -> Any:
     """Parse JSON strictly (UTF-8, no NaN/Infinity, no lone surrogates)."""
     try:
@@ -259,6 +298,23 @@ def prefix(kind: str, actor: str, subject: str | None, payload: bytes) -> EntryP
             "store large content as an artifact and record its hash"
         )
     return EntryPrefix(_head(kind, actor) + payload + b',"prev":"', kind, subject, _name(subject, "subject"))
+
+
+def prefixes(kind: str, actor: str, subject: str | None, payload_format: bytes,
+             rows: Iterable[tuple[Any, ...]]) -> list[EntryPrefix]:
+    """``prefix(kind, actor, subject, payload_format % row)`` for each row (``payload_format`` from
+    ``row_format``), formatting each whole prefix at once."""
+    head = _head(kind, actor)
+    fmt = head.replace(b"%", b"%%") + payload_format + b',"prev":"'
+    limit = MAX_PAYLOAD_BYTES + len(head) + 9
+    subject_json = _name(subject, "subject")
+    out: list[EntryPrefix] = []
+    for row in rows:
+        data = fmt % row
+        if len(data) > limit:
+            prefix(kind, actor, subject, data[len(head) : -9])  # raises, naming the limit
+        out.append(EntryPrefix(data, kind, subject, subject_json))
+    return out
 
 
 def entry_bytes(pre: EntryPrefix, seq: int, prev_hex: str, ts: str) -> bytes:

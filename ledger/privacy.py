@@ -102,6 +102,12 @@ class SubjectKey:
         mac.update(encode(record))
         return bytes(mac.digest())
 
+    def commit_encoded(self, data: bytes) -> bytes:
+        """The commitment of a record given as its canonical bytes (``encode(record)``)."""
+        mac = self._mac.copy()
+        mac.update(data)
+        return bytes(mac.digest())
+
     def request_ref(self, request_id: str) -> str:
         """The keyed stand-in for a client's request id (hex): unlinkable once the key is erased."""
         return hmac.new(self.commit_key, REQUEST_DOMAIN + request_id.encode(), sha256).hexdigest()
