@@ -307,6 +307,8 @@ def _predict_file(scorer: Scorer, source: Path, output: Path, *, subject_column:
         for frame in _chunks(source, chunk_rows, text):  # pass 2
             inputs = _inputs(frame, columns)
             n = len(inputs)
+            if n == 0:  # (an empty Parquet row group)
+                continue
             subjects = [str(s) for s in frame[subject_column]] if subject_column else None
             t0 = time.perf_counter()
             labels, scores = scorer.predict_frame(inputs)
