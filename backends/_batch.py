@@ -19,6 +19,7 @@ from __future__ import annotations
 import gc
 import hashlib
 import os
+import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -42,6 +43,7 @@ __all__ = ["BatchResult", "predict_file", "row_proof", "verify_row_proof"]
 FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 _PREDICTIONS: TypeAdapter[list[PredictionMade]] = TypeAdapter(list[PredictionMade])
 _KEY_ID: TypeAdapter[str] = TypeAdapter(KeyId)
+_HEX = re.compile(r"[0-9a-f]*")
 _VARYING = ("input_commitment", "key_id", "label", "score")  # a chunk's decisions differ only in these
 _NO_NODES = 64  # Frontier.extend: keep no interior nodes (only the root is needed)
 
@@ -174,7 +176,12 @@ def _input_bytes(inputs: Any) -> list[bytes] | None:
         else:
             return None
         cols.append(arr.tolist())
-    fmt, order = row_format({}, slots, where="input record")
+    if not slots:
+        return None
+    try:
+        fmt, order = row_format({}, slots, where="input record")
+    except InputError:  # a column named like a slot's marker: encode each record
+        return None
     by_name = dict(zip([name for name, _ in slots], cols, strict=True))
     return [fmt % row for row in zip(*[by_name[name] for name in order], strict=True)]
 
@@ -186,7 +193,7 @@ def _decisions(actor: str, subject: str, common: dict[str, Any], part: dict[str,
     None; otherwise each payload is validated and encoded by its model (the same bytes, or the
     same error)."""
     recorded = [recorded_score(sc) for sc in scores]
-    fast = _fast_slots(part["key_id"], labels, recorded)
+    fast = _fast_slots(part["input_commitment"], part["key_id"], labels, recorded)
     if fast is None:
         payloads = _PREDICTIONS.validate_python([
             {**common, "input_commitment": c, "key_id": k, "label": lab, "score": sc}
@@ -195,6 +202,7 @@ def _decisions(actor: str, subject: str, common: dict[str, Any], part: dict[str,
     key_json, label_json = fast
     first = PredictionMade.model_validate({**common, "input_commitment": part["input_commitment"][0],
                                            "key_id": part["key_id"][0], "label": labels[0], "score": recorded[0]})
+    Event(first, actor=actor, subject=subject)  # refuses a bad actor or subject, as the model path does
     const = first.model_dump(mode="json")  # validated constants, as the model dumps them
     for name in _VARYING:
         del const[name]
@@ -216,20 +224,28 @@ def _decisions(actor: str, subject: str, common: dict[str, Any], part: dict[str,
     return out
 
 
-def _fast_slots(key_ids: list[str], labels: list[Any], scores: list[float | None]
+def _fast_slots(commitments: list[str], key_ids: list[str], labels: list[Any], scores: list[float | None]
                 ) -> tuple[dict[str, bytes], dict[tuple[type, Any], bytes]] | None:
-    """The canonical JSON of each distinct key id and label, when the chunk fits the spliced path."""
+    """The canonical JSON of each distinct key id and label, when the chunk fits the spliced path:
+    every commitment 64 lowercase hex digits, key id valid, label a bool, safe integer or encodable
+    string, score None or a finite float. None otherwise (the model path then gives the error)."""
+    if not (all(type(c) is str and len(c) == 64 for c in commitments)
+            and _HEX.fullmatch("".join(commitments))):
+        return None
     keys: dict[str, bytes] = {}
     for k in set(key_ids):
         try:
-            _KEY_ID.validate_python(k)
+            _KEY_ID.validate_python(k, strict=True)
         except ValidationError:
             return None
         keys[k] = orjson.dumps(k)
     label_json: dict[tuple[type, Any], bytes] = {}
     for lab in {(type(v), v) for v in labels}:
         if lab[0] is str:
-            label_json[lab] = orjson.dumps(lab[1])
+            try:
+                label_json[lab] = orjson.dumps(lab[1])
+            except orjson.JSONEncodeError:  # e.g. a lone surrogate
+                return None
         else:
             lb = _label_json(lab[1])
             if lb is None:

@@ -225,7 +225,7 @@ def row_format(const: Mapping[str, Any], slots: Sequence[tuple[str, str]], *,
     - ``"ascii"``: ``bytes`` of a string that JSON writes as itself between quotes (printable ASCII
       without ``"`` or ``\\``, e.g. lowercase hex).
 
-    The caller checks those conditions, per column (tests/unit/ledger/test_canonical.py holds the
+    The caller checks those conditions, per column (tests/unit/ledger/test_row_format.py holds the
     two forms equal).
     """
     marks = {name: f"\ue000{i}\ue000" for i, (name, _) in enumerate(slots)}

@@ -5,8 +5,8 @@
   ``Event(PredictionMade.model_validate({...}), actor=..., subject=...).prepare()``, and raises where
   that raises (nothing is handed to the ledger).
 
-Tests marked ``xfail(strict=True, reason="BUG: ...")`` document divergences found while writing these
-tests; they pass (as expected failures) until the code is fixed, then fail as XPASS so the mark is removed.
+The last group covers divergences a review found (an unchecked actor, a lone surrogate label, a bytes
+key id, a malformed later commitment, a column named like a slot marker, no columns), now fixed.
 """
 
 from __future__ import annotations
@@ -144,19 +144,12 @@ def test_no_rows_gives_no_bytes() -> None:
     assert _input_bytes(inputs) == [] == [encode(r) for r in _records(inputs)]
 
 
-@pytest.mark.xfail(strict=True, raises=InputError, reason=(
-    "BUG (low severity): a column named exactly like a row_format slot marker ('\\ue000<i>\\ue000', a legal "
-    "Column name) makes _input_bytes raise InputError 'a constant field holds the reserved text' instead of "
-    "returning None or the bytes encode() gives, so batch scoring of such a model fails"))
 def test_column_named_like_a_slot_marker() -> None:
     inputs = pd.DataFrame({"\ue0001\ue000": [1], "b": [2]})
     got = _input_bytes(inputs)
     assert got is None or got == [encode(r) for r in _records(inputs)]
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "BUG (low severity, unreachable from predict_file: a model has >= 1 input column): with no columns "
-    "_input_bytes returns [] for a chunk of n rows, not n x b'{}'"))
 def test_no_columns_gives_one_empty_object_per_row() -> None:
     inputs = pd.DataFrame(index=range(3))
     got = _input_bytes(inputs)
@@ -337,40 +330,22 @@ def test_invalid_constants_raise_as_the_reference_does() -> None:
         assert isinstance(got, type(want)), f"{bad}: reference raised {want!r}; _decisions raised {got!r}"
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "BUG: a string label with a lone surrogate makes _decisions raise orjson.JSONEncodeError (a TypeError) from "
-    "_fast_slots, not the InputError the reference path raises (predict_file then reports no clean error)"))
 def test_lone_surrogate_label_raises_input_error() -> None:
     _check_same_error(["ok", "bad\ud800"], [0.5, 0.5], None)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "BUG (low severity, key ids come from the key table): a bytes key id makes _decisions raise "
-    "orjson.JSONEncodeError (TypeError); _KEY_ID validates in lax mode and accepts bytes, where the strict "
-    "payload model raises ValidationError"))
 def test_bytes_key_id_raises_validation_error() -> None:
     _check_same_error([1], [0.5], [b"dk-" + b"0" * 32])  # type: ignore[list-item]
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "BUG: _decisions never validates the actor (the reference path's Event() refuses control characters); "
-    "see test_decisions_with_a_control_character_actor_fail_deep_verification"))
 def test_actor_with_a_control_character_is_refused() -> None:
     _check_same_error([1], [0.5], None, actor="batch\nactor")
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "BUG (low severity, commitments are always hex digests in predict_file): only row 0's input_commitment is "
-    "validated; a later row's malformed commitment is spliced verbatim into an 'ascii' slot (a '\"' would "
-    "even make the entry invalid JSON), where the reference path raises ValidationError"))
 def test_malformed_commitment_in_a_later_row_is_refused() -> None:
     _check_same_error([1, 0], [0.5, 0.5], None, commitments=["0" * 64, 'AB"C'])
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "BUG: an actor with a control character (e.g. `mlledger predict --actor $'a\\nb'`) is written by the batch "
-    "fast path (_decisions + Ledger.append_prepared) and then fails `verify(deep=True)`; the per-row path "
-    "(Event) refuses it before writing"))
 def test_decisions_with_a_control_character_actor_fail_deep_verification(tmp_path: Path) -> None:
     led = make_ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
     try:
