@@ -4,9 +4,10 @@ SQLAlchemy 2.x Core only. SQLite runs in WAL mode with ``synchronous=FULL`` (a
 committed entry survives power loss) and sequences under ``BEGIN IMMEDIATE``;
 PostgreSQL sequences under ``SELECT ... FOR UPDATE`` of the single ``head_lock``
 row. Either way exactly one transaction at a time extends the chain, so any
-number of processes can append with no fork and no gap; ``UNIQUE(prev)`` and the
-``seq`` primary key back this up. Sequencing itself (seq, prev, ts, checks, rows and
-Merkle nodes of a batch) is ``ledger._sequencer``.
+number of processes can append with no fork and no gap; the ``seq`` primary key backs
+this up (a second row at a seq is refused), and ``verify`` checks every ``prev`` link.
+Sequencing itself (seq, prev, ts, checks, rows and Merkle nodes of a batch) is
+``ledger._sequencer``. New SQLite files use 16 KiB pages.
 """
 
 from __future__ import annotations
@@ -166,11 +167,20 @@ class Store:
         return version
 
     def migrate(self, conn: Connection, current: int) -> None:
-        """Apply migrations ``current`` .. SCHEMA_VERSION inside ``conn``'s transaction."""
-        for step in MIGRATIONS[current:]:
-            step(conn)
-        conn.execute(meta.delete().where(meta.c.key == "schema_version"))
-        conn.execute(meta.insert().values(key="schema_version", value=str(SCHEMA_VERSION)))
+        """Apply migrations ``current`` .. SCHEMA_VERSION inside ``conn``'s transaction.
+
+        A database error is a ``StorageError``; the caller's transaction then rolls back whole.
+        """
+        try:
+            for step in MIGRATIONS[current:]:
+                step(conn)
+            conn.execute(meta.delete().where(meta.c.key == "schema_version"))
+            conn.execute(meta.insert().values(key="schema_version", value=str(SCHEMA_VERSION)))
+        except DBAPIError as exc:
+            raise StorageError(
+                f"cannot migrate {_redact(self.url)} from schema version {current} to {SCHEMA_VERSION}: "
+                f"{exc.orig}; the migration is one transaction, rolled back, and the ledger is as it was"
+            ) from None
 
     def is_initialised(self) -> bool:
         with self.engine.connect() as conn:
@@ -383,8 +393,9 @@ class Writer:
         self._dialect = store.dialect
         if store.dialect == "sqlite":
             # The writer may use up to 64 MiB of page cache, filled only as used (the default is 2 MiB,
-            # and other pooled connections keep it): the random-key index on ``prev`` outgrows 2 MiB
-            # near a million entries, and appends slow by a fifth (56k -> 71k rows/s inserting 1M rows).
+            # and other pooled connections keep it): the index on ``(subject, seq)`` takes random keys
+            # (e.g. dataset hashes), and 2 MiB is 128 pages of 16 KiB. Inserting 1M entry-shaped rows
+            # in 50k-row commits: about 80k rows/s with 2 MiB, 130k with 64 MiB.
             self._dbapi.execute("PRAGMA cache_size=-65536")
         self.tx = Tx(_Cursor(self._dbapi.cursor()), store.dialect)
 
@@ -421,12 +432,15 @@ class Writer:
 _TAIL_SQL: Final = "SELECT seq, leaf_hash, ts_us FROM entries ORDER BY seq DESC LIMIT 1"
 
 def _configure_sqlite(engine: Engine) -> None:
-    """WAL, FULL sync, and explicit BEGIN [IMMEDIATE] instead of pysqlite's own."""
+    """16 KiB pages (new files), WAL, FULL sync, and explicit BEGIN [IMMEDIATE] instead of pysqlite's own."""
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
+        # Takes effect only on a file not yet written, so before WAL (which writes it and then
+        # fixes the page size); an existing ledger keeps its own. Entry rows insert ~25% faster.
+        cur.execute("PRAGMA page_size=16384")
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA synchronous=FULL")
         cur.execute("PRAGMA busy_timeout=60000")

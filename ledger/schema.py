@@ -2,7 +2,10 @@
 
 Tables:
 - ``entries``: one row per entry; ``entry`` holds the canonical bytes (the record);
-  the other columns are indexes over them, re-checked by ``verify``.
+  the other columns are indexes over them, re-checked by ``verify``. ``seq`` is the primary key
+  (on SQLite the rowid, since version 4); ``prev`` is not UNIQUE since version 4: one
+  transaction at a time extends the chain under the write lock (``ledger._store``), the
+  primary key refuses a second row at a seq, and ``verify`` checks every ``prev`` link.
 - ``nodes``: Merkle interior nodes of complete subtrees at level >= NODE_MIN_LEVEL,
   written as entries arrive, so proofs cost O(log n) reads.
 - ``checkpoints``: signed checkpoint notes; ``cosignatures``: witness lines for them.
@@ -38,6 +41,7 @@ from sqlalchemy import (
     inspect,
     text,
 )
+from sqlalchemy.schema import CreateTable
 
 __all__ = [
     "APPEND_ONLY_TABLES",
@@ -66,9 +70,13 @@ metadata = MetaData()
 entries = Table(
     "entries",
     metadata,
-    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    # INTEGER on SQLite makes ``seq`` the rowid: rows live in one B-tree keyed by seq, with no
+    # separate primary-key index (schema v4). It is still 64 bits wide.
+    Column("seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=False),
     Column("leaf_hash", LargeBinary(32), nullable=False),
-    Column("prev", LargeBinary(32), nullable=False, unique=True),
+    # Not UNIQUE since schema v4: sequencing under the write lock and the ``seq`` primary key keep
+    # the chain single, ``verify`` checks every link, and the index cost grew with the ledger.
+    Column("prev", LargeBinary(32), nullable=False),
     Column("ts_us", BigInteger, nullable=False),
     Column("kind", Text, nullable=False),
     Column("subject", Text, nullable=True),
@@ -225,5 +233,50 @@ def _v2_to_v3(conn: Connection) -> None:
     conn.execute(subject_kek.insert(), [{"bucket": b, "gen": 1} for b in range(256)])
 
 
-MIGRATIONS: Final[Sequence[Migration]] = (_v0_to_v1, _v1_to_v2, _v2_to_v3)
+def _v3_to_v4(conn: Connection) -> None:
+    """Drop ``UNIQUE(prev)`` from ``entries``; on SQLite also make ``seq`` the rowid.
+
+    PostgreSQL drops the constraint under the name its catalog gives. SQLite can neither drop a
+    constraint's index nor change a column's type, so it rebuilds the table (the procedure of
+    sqlite.org/lang_altertable.html#otheralter): (1) the v4 table under a temporary name, (2) every
+    row copied in seq order, (3) the old table dropped, its indexes and triggers with it (the
+    triggers refuse UPDATE and DELETE, not DROP TABLE), (4) the new one renamed, (5) its indexes
+    and append-only triggers recreated. No foreign key or view refers to ``entries``. All of it runs
+    in the caller's transaction: a failure leaves the v3 table as it was. The copy goes through the
+    WAL, and the old table's pages stay in the file as free pages until a ``VACUUM``: for a while the
+    table takes twice its space (1M entries: 13 s, an 830 MB file grew to 1.5 GB). A table already in
+    the v4 shape (a ledger created at v4, or migrated by another process first) is left alone.
+    """
+    if conn.dialect.name == "postgresql":
+        for uc in inspect(conn).get_unique_constraints("entries"):
+            if uc["column_names"] == ["prev"] and uc["name"]:
+                name = conn.dialect.identifier_preparer.quote(uc["name"])
+                conn.execute(text(f"ALTER TABLE entries DROP CONSTRAINT {name}"))
+        return
+    if _sqlite_entries_is_v4(conn):
+        return
+    tmp = entries.to_metadata(MetaData(), name="entries_v4")
+    cols = ", ".join(c.name for c in entries.c)
+    conn.execute(CreateTable(tmp))  # (1) without the indexes: their names are still taken
+    conn.execute(text(f"INSERT INTO entries_v4 ({cols}) SELECT {cols} FROM entries ORDER BY seq"))  # noqa: S608  (2)
+    conn.execute(text("DROP TABLE entries"))  # (3)
+    conn.execute(text("ALTER TABLE entries_v4 RENAME TO entries"))  # (4)
+    for index in entries.indexes:  # (5)
+        index.create(conn)
+    for stmt in _sqlite_triggers("entries"):
+        conn.execute(text(stmt))
+
+
+def _sqlite_entries_is_v4(conn: Connection) -> bool:
+    """No unique index on ``prev`` alone, and ``seq`` an ``INTEGER PRIMARY KEY`` (the rowid)."""
+    for _, name, unique, *_ in conn.exec_driver_sql("PRAGMA index_list(entries)").fetchall():
+        cols = [row[2] for row in conn.exec_driver_sql(f"PRAGMA index_info('{name}')").fetchall()]
+        if unique and cols == ["prev"]:
+            return False
+    info = conn.exec_driver_sql("PRAGMA table_info(entries)").fetchall()
+    pk = [(row[1], str(row[2]).upper()) for row in info if row[5]]
+    return pk == [("seq", "INTEGER")]
+
+
+MIGRATIONS: Final[Sequence[Migration]] = (_v0_to_v1, _v1_to_v2, _v2_to_v3, _v3_to_v4)
 SCHEMA_VERSION: Final = len(MIGRATIONS)
