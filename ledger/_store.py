@@ -166,6 +166,11 @@ class Store:
             )
         return version
 
+    def version_in(self, conn: Connection) -> int:
+        """The schema version as ``conn``'s transaction sees it (read under the write lock)."""
+        value = conn.execute(select(meta.c.value).where(meta.c.key == "schema_version")).scalar()
+        return int(value or "0")
+
     def migrate(self, conn: Connection, current: int) -> None:
         """Apply migrations ``current`` .. SCHEMA_VERSION inside ``conn``'s transaction.
 

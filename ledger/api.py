@@ -137,7 +137,10 @@ class Ledger(_CheckpointsMixin):
             if version < SCHEMA_VERSION:
                 with store.write_conn() as conn, conn.begin():
                     store.lock(store.tx(conn))
-                    store.migrate(conn, version)
+                    # another process may have upgraded it while this one waited for the lock
+                    version = store.version_in(conn)
+                    if version < SCHEMA_VERSION:
+                        store.migrate(conn, version)
         except BaseException:
             store.dispose()
             raise

@@ -303,3 +303,18 @@ def test_two_ledger_handles_appending_at_once_leave_one_chain(any_url: str) -> N
     assert [prev for _, _, prev in rows[1:]] == [leaf for _, leaf, _ in rows[:-1]]
     with Ledger.open(any_url) as led:
         assert led.verify().ok
+
+
+def test_an_upgrade_another_process_finished_while_this_one_waited_is_not_run_again(
+        v3_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The version read before the write lock can be stale: it is read again under the lock, so a
+    second opener never reruns a migration (version 2 -> 3 is not idempotent: it would fail)."""
+    Ledger.open(v3_url).close()  # the "other process" upgrades it
+    ran: list[int] = []
+    steps = [lambda conn, i=i: ran.append(i) for i in range(len(schema.MIGRATIONS))]
+    monkeypatch.setattr("ledger._store.MIGRATIONS", steps)
+    monkeypatch.setattr("ledger._store.Store.check", lambda self: 2)  # as read before the upgrade
+    with Ledger.open(v3_url) as led:
+        assert led.verify().ok
+    assert ran == []
+    assert _version(v3_url) == str(schema.SCHEMA_VERSION)
