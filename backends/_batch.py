@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final, cast
 
 import orjson
 from pydantic import TypeAdapter, ValidationError
@@ -199,7 +199,7 @@ def _decisions(actor: str, subject: str, common: dict[str, Any], part: dict[str,
             {**common, "input_commitment": c, "key_id": k, "label": lab, "score": sc}
             for c, k, lab, sc in zip(part["input_commitment"], part["key_id"], labels, recorded, strict=True)])
         return [Event(p, actor=actor, subject=subject).prepare() for p in payloads]
-    key_json, label_json = fast
+    key_json, label_codes = fast
     first = PredictionMade.model_validate({**common, "input_commitment": part["input_commitment"][0],
                                            "key_id": part["key_id"][0], "label": labels[0], "score": recorded[0]})
     Event(first, actor=actor, subject=subject)  # refuses a bad actor or subject, as the model path does
@@ -208,14 +208,14 @@ def _decisions(actor: str, subject: str, common: dict[str, Any], part: dict[str,
         del const[name]
     const = {k: v for k, v in const.items() if not (v is None and k in PredictionMade.OMIT_WHEN_NONE)}
     commitments, key_ids = part["input_commitment"], part["key_id"]
-    int_labels = all(type(v) is int for v in labels)  # (label_json has checked the range)
+    int_labels = all(type(v) is int for v in labels)  # (_label_codes has checked the range)
     float_scores = all(sc is not None for sc in recorded)
     fmt, order = row_format(const, [("input_commitment", "ascii"), ("key_id", "json"),
                                     ("label", "int" if int_labels else "json"),
                                     ("score", "float" if float_scores else "json")], where="prediction.made payload")
     by_name = {"input_commitment": [c.encode() for c in commitments], "key_id": [key_json[k] for k in key_ids],
-               "label": labels if int_labels else [label_json[(type(v), v)] for v in labels],
-               "score": recorded if float_scores else [b"null" if sc is None else repr(sc).encode() for sc in recorded]}
+               "label": labels if int_labels else label_codes,
+               "score": recorded if float_scores else [_score_code(sc) for sc in recorded]}
     out = prefixes("prediction.made", actor, subject, fmt, zip(*[by_name[name] for name in order], strict=True))
     for pre, c, k, lab, sc in zip(out, commitments, key_ids, labels, recorded, strict=True):
         # the values the entry holds, for the kind's check (as ``Event.prepare`` gives them)
@@ -225,10 +225,11 @@ def _decisions(actor: str, subject: str, common: dict[str, Any], part: dict[str,
 
 
 def _fast_slots(commitments: list[str], key_ids: list[str], labels: list[Any], scores: list[float | None]
-                ) -> tuple[dict[str, bytes], dict[tuple[type, Any], bytes]] | None:
-    """The canonical JSON of each distinct key id and label, when the chunk fits the spliced path:
-    every commitment 64 lowercase hex digits, key id valid, label a bool, safe integer or encodable
-    string, score None or a finite float. None otherwise (the model path then gives the error)."""
+                ) -> tuple[dict[str, bytes], list[bytes]] | None:
+    """The canonical JSON of each distinct key id and of each row's label, when the chunk fits the
+    spliced path: every commitment 64 lowercase hex digits, key id valid, label a bool, safe integer
+    or encodable string, score None or a finite float. None otherwise (the model path then gives
+    the error)."""
     if not (all(type(c) is str and len(c) == 64 for c in commitments)
             and _HEX.fullmatch("".join(commitments))):
         return None
@@ -239,22 +240,36 @@ def _fast_slots(commitments: list[str], key_ids: list[str], labels: list[Any], s
         except ValidationError:
             return None
         keys[k] = orjson.dumps(k)
-    label_json: dict[tuple[type, Any], bytes] = {}
-    for lab in {(type(v), v) for v in labels}:
-        if lab[0] is str:
-            try:
-                label_json[lab] = orjson.dumps(lab[1])
-            except orjson.JSONEncodeError:  # e.g. a lone surrogate
-                return None
-        else:
-            lb = _label_json(lab[1])
-            if lb is None:
-                return None
-            label_json[lab] = lb
-    for sc in scores:
-        if sc is not None and (type(sc) is not float or sc - sc != 0.0):
-            return None
-    return keys, label_json
+    codes = _label_codes(labels)
+    if None in codes or any(_score_code(sc) is None for sc in scores):
+        return None
+    return keys, cast(list[bytes], codes)  # (no None in it)
+
+
+def _label_codes(labels: list[Any]) -> list[bytes | None]:
+    """Each label's canonical JSON if it is a bool, a safe integer or an encodable string; None for
+    anything else (an engine plugin's float, a lone surrogate), which ``encode`` or the model handles."""
+    cache: dict[tuple[type, Any], bytes | None] = {}
+    out: list[bytes | None] = []
+    for v in labels:
+        t = type(v)
+        if t is not bool and t is not int and t is not str:
+            out.append(None)
+            continue
+        code = cache.get((t, v), b"")
+        if code == b"":
+            code = cache[(t, v)] = _label_json(v)
+        out.append(code)
+    return out
+
+
+def _score_code(score: float | None) -> bytes | None:
+    """A recorded score's canonical JSON if it is None or a finite float; None otherwise."""
+    if score is None:
+        return b"null"
+    if type(score) is float and score - score == 0.0:
+        return repr(score).encode()
+    return None
 
 
 def predict_file(scorer: Scorer, source: Path, output: Path, *, subject_column: str | None = None,
@@ -399,26 +414,17 @@ def _predict_file(scorer: Scorer, source: Path, output: Path, *, subject_column:
 
 def _record_lines(part: dict[str, Any]) -> list[bytes]:
     """The canonical record of each row of ``part`` (FORMAT.md 3.15): the bytes ``encode`` gives, spliced
-    from pre-encoded pieces; a row outside the fast path (a string label, a non-finite score) is
-    encoded by ``encode`` itself."""
+    from one format (``row_format``); a row outside it (a label that is not a bool, safe integer or
+    string, a non-finite score) is encoded by ``encode`` itself."""
     keys: dict[str, bytes] = {k: orjson.dumps(k) for k in set(part["key_id"])}
-    label_cache: dict[tuple[type, Any], bytes | None] = {}
-    labels: list[bytes | None] = []
-    for label in part["label"]:
-        if type(label) not in (bool, int):  # strings, floats, or anything an engine plugin returns: encode()
-            labels.append(None)
-            continue
-        lb = label_cache.get((type(label), label), b"")
-        if lb == b"":
-            lb = label_cache[(type(label), label)] = _label_json(label)
-        labels.append(lb)
+    fmt = _RECORD_FORMAT  # takes input_commitment, key_id, label, row, score (canonical key order)
     scores = [recorded_score(s) for s in part["score"]]
     out: list[bytes] = []
     for commitment, key_id, label, lb, row, score in zip(part["input_commitment"], part["key_id"], part["label"],
-                                                         labels, part["row"], scores, strict=True):
-        if lb is not None and (score is None or (type(score) is float and score - score == 0.0)):
-            out.append(b'{"input_commitment":"%s","key_id":%s,"label":%s,"row":%d,"score":%s}' % (
-                commitment.encode(), keys[key_id], lb, row, b"null" if score is None else repr(score).encode()))
+                                                         _label_codes(part["label"]), part["row"], scores, strict=True):
+        sb = _score_code(score)
+        if lb is not None and sb is not None:
+            out.append(fmt % (commitment.encode(), keys[key_id], lb, row, sb))
         else:
             out.append(encode({"input_commitment": commitment, "key_id": key_id, "label": label, "row": row,
                                "score": score}))
@@ -426,12 +432,21 @@ def _record_lines(part: dict[str, Any]) -> list[bytes]:
 
 
 def _label_json(label: Any) -> bytes | None:
-    """A label's canonical JSON if it is a bool or a safe integer; None otherwise (``encode`` it)."""
+    """A label's canonical JSON if it is a bool, a safe integer or a string JSON can hold; None otherwise."""
     if label is True or label is False:
         return b"true" if label else b"false"
     if type(label) is int and -MAX_SAFE_INT <= label <= MAX_SAFE_INT:
         return str(label).encode()
+    if type(label) is str:
+        try:
+            return orjson.dumps(label)
+        except orjson.JSONEncodeError:  # e.g. a lone surrogate
+            return None
     return None
+
+
+_RECORD_FORMAT: Final = row_format({}, [("input_commitment", "ascii"), ("key_id", "json"), ("label", "json"),
+                                        ("row", "int"), ("score", "json")], where="batch record")[0]
 
 
 def _write_output(parts: list[dict[str, Any]], path: Path, fmt: str, batch_seq: int | None) -> None:

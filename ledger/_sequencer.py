@@ -127,34 +127,30 @@ class Sequencer:
         return receipts
 
     def _plan(self, kind: str) -> Callable[[Tx, EntryPrefix, int], None] | None:
-        """What sequencing an entry of ``kind`` must check (looked up once per kind and batch)."""
-        if payload_model(kind).GOVERNED or kind.startswith("key."):
-            return self._check
-        check = check_for(kind)
-        if check is None:
+        """What sequencing an entry of ``kind`` must check (looked up once per kind and batch): access
+        control for a governed kind, then the key history for a key event or the kind's check."""
+        governed = payload_model(kind).GOVERNED
+        key_event = kind.startswith("key.")
+        check = None if key_event else check_for(kind)
+        if not (governed or key_event or check):
             return None
         store = self.store
 
-        def checked(tx: Tx, pre: EntryPrefix, seq: int) -> None:
-            check(LedgerView(store, tx, seq), seq, pre.actor, pre.payload)
+        def run(tx: Tx, pre: EntryPrefix, seq: int) -> None:
+            payload = pre.payload
+            assert payload is not None
+            if governed:  # access control first (issue 12)
+                for guard in guards():
+                    guard(LedgerView(store, tx, seq), seq, kind, pre.actor, pre.subject, payload)
+            if key_event:
+                try:
+                    store.key_history(tx).apply(seq, kind, payload)
+                except IntegrityError as exc:
+                    raise InputError(f"{kind}: refused: {exc}") from None
+            elif check is not None:
+                check(LedgerView(store, tx, seq), seq, pre.actor, payload)
 
-        return checked
-
-    def _check(self, tx: Tx, pre: EntryPrefix, seq: int) -> None:
-        """A key event must fit the key history; a checked kind must pass its check."""
-        assert pre.payload is not None
-        if payload_model(pre.kind).GOVERNED:  # access control first (issue 12)
-            for guard in guards():
-                guard(LedgerView(self.store, tx, seq), seq, pre.kind, pre.actor, pre.subject, pre.payload)
-        if pre.kind.startswith("key."):
-            try:
-                self.store.key_history(tx).apply(seq, pre.kind, pre.payload)
-            except IntegrityError as exc:
-                raise InputError(f"{pre.kind}: refused: {exc}") from None
-            return
-        check = check_for(pre.kind)
-        if check is not None:
-            check(LedgerView(self.store, tx, seq), seq, pre.actor, pre.payload)
+        return run
 
     def committed(self) -> None:
         """Call after the transaction of the last ``write`` committed."""

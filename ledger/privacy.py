@@ -98,9 +98,7 @@ class SubjectKey:
 
     def commit(self, record: Mapping[str, Any]) -> bytes:
         """``commitment(commit_key, record)``."""
-        mac = self._mac.copy()
-        mac.update(encode(record))
-        return bytes(mac.digest())
+        return self.commit_encoded(encode(record))
 
     def commit_encoded(self, data: bytes) -> bytes:
         """The commitment of a record given as its canonical bytes (``encode(record)``)."""
