@@ -25,15 +25,17 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, cast
+from typing import Any, Final
 
 import orjson
 from pydantic import TypeAdapter, ValidationError
 
-from backends.kinds import PredictionBatch, PredictionMade
+from backends.kinds import SCORE_DECIMALS, PredictionBatch, PredictionMade
 from backends.serving import Scorer, recorded_score
 from ledger import merkle
-from ledger.canonical import MAX_SAFE_INT, EntryPrefix, encode, prefixes, row_format
+from ledger.canonical import MAX_SAFE_INT, encode, row_format
+from ledger.api import Ledger, Receipt
+from ledger.entry_rows import EntryRows, Receipts
 from ledger.errors import InputError, IntegrityError, MlledgerError
 from ledger.events import Event
 from ledger.kinds import KeyId
@@ -187,19 +189,19 @@ def _input_bytes(inputs: Any) -> list[bytes] | None:
 
 
 def _decisions(actor: str, subject: str, common: dict[str, Any], part: dict[str, Any], labels: list[Any],
-               scores: list[float | None]) -> list[EntryPrefix]:
-    """The ``prediction.made`` entries of one chunk, pre-encoded: spliced from one per-chunk format
-    when every label is a bool, safe integer or string and every recorded score a finite float or
-    None; otherwise each payload is validated and encoded by its model (the same bytes, or the
+               scores: list[float | None]) -> EntryRows | list[Event]:
+    """The ``prediction.made`` entries of one chunk: as ``EntryRows`` (one payload format and each row's
+    slot values) when every label is a bool, safe integer or string and every recorded score a finite
+    float or None; otherwise as events, each payload validated by its model (the same bytes, or the
     same error)."""
-    recorded = [recorded_score(sc) for sc in scores]
+    recorded = [None if sc is None else round(sc, SCORE_DECIMALS) for sc in scores]  # recorded_score
     fast = _fast_slots(part["input_commitment"], part["key_id"], labels, recorded)
     if fast is None:
         payloads = _PREDICTIONS.validate_python([
             {**common, "input_commitment": c, "key_id": k, "label": lab, "score": sc}
             for c, k, lab, sc in zip(part["input_commitment"], part["key_id"], labels, recorded, strict=True)])
-        return [Event(p, actor=actor, subject=subject).prepare() for p in payloads]
-    key_json, label_codes = fast
+        return [Event(p, actor=actor, subject=subject) for p in payloads]
+    key_json, label_slot, score_slot = fast
     first = PredictionMade.model_validate({**common, "input_commitment": part["input_commitment"][0],
                                            "key_id": part["key_id"][0], "label": labels[0], "score": recorded[0]})
     Event(first, actor=actor, subject=subject)  # refuses a bad actor or subject, as the model path does
@@ -208,29 +210,28 @@ def _decisions(actor: str, subject: str, common: dict[str, Any], part: dict[str,
         del const[name]
     const = {k: v for k, v in const.items() if not (v is None and k in PredictionMade.OMIT_WHEN_NONE)}
     commitments, key_ids = part["input_commitment"], part["key_id"]
-    int_labels = all(type(v) is int for v in labels)  # (_label_codes has checked the range)
-    float_scores = all(sc is not None for sc in recorded)
-    fmt, order = row_format(const, [("input_commitment", "ascii"), ("key_id", "json"),
-                                    ("label", "int" if int_labels else "json"),
-                                    ("score", "float" if float_scores else "json")], where="prediction.made payload")
-    by_name = {"input_commitment": [c.encode() for c in commitments], "key_id": [key_json[k] for k in key_ids],
-               "label": labels if int_labels else label_codes,
-               "score": recorded if float_scores else [_score_code(sc) for sc in recorded]}
-    out = prefixes("prediction.made", actor, subject, fmt, zip(*[by_name[name] for name in order], strict=True))
-    for pre, c, k, lab, sc in zip(out, commitments, key_ids, labels, recorded, strict=True):
-        # the values the entry holds, for the kind's check (as ``Event.prepare`` gives them)
-        pre.payload = {**const, "input_commitment": c, "key_id": k, "label": lab, "score": sc}
-        pre.actor = actor
-    return out
+    fmt, order = row_format(const, [("input_commitment", "ascii"), ("key_id", "json"), ("label", label_slot[0]),
+                                    ("score", score_slot[0])], where="prediction.made payload")
+    one_key = key_json[key_ids[0]] if len(key_json) == 1 else None
+    by_name = {"input_commitment": [c.encode() for c in commitments],
+               "key_id": [one_key] * len(key_ids) if one_key else [key_json[k] for k in key_ids],
+               "label": label_slot[1], "score": score_slot[1]}
+    return EntryRows("prediction.made", actor, subject, fmt, list(zip(*[by_name[name] for name in order], strict=True)),
+                     const=const, values={"input_commitment": commitments, "key_id": key_ids, "label": labels,
+                                          "score": recorded})
+
+
+def _append(led: Ledger, decisions: EntryRows | list[Event]) -> Sequence[Receipt]:
+    return led.append_rows(decisions) if isinstance(decisions, EntryRows) else led.append_many(decisions)
 
 
 def _fast_slots(commitments: list[str], key_ids: list[str], labels: list[Any], scores: list[float | None]
-                ) -> tuple[dict[str, bytes], list[bytes]] | None:
-    """The canonical JSON of each distinct key id and of each row's label, when the chunk fits the
-    spliced path: every commitment 64 lowercase hex digits, key id valid, label a bool, safe integer
-    or encodable string, score None or a finite float. None otherwise (the model path then gives
-    the error)."""
-    if not (all(type(c) is str and len(c) == 64 for c in commitments)
+                ) -> tuple[dict[str, bytes], tuple[str, list[Any]], tuple[str, list[Any]]] | None:
+    """The canonical JSON of each distinct key id, and the slot kind and values of the labels and of
+    the scores, when the chunk fits the spliced path: every commitment 64 lowercase hex digits, key id
+    valid, label a bool, safe integer or encodable string, score None or a finite float. None otherwise
+    (the model path then gives the error). Each condition is checked per column, not per row."""
+    if not (set(map(type, commitments)) == {str} and set(map(len, commitments)) == {64}
             and _HEX.fullmatch("".join(commitments))):
         return None
     keys: dict[str, bytes] = {}
@@ -240,10 +241,35 @@ def _fast_slots(commitments: list[str], key_ids: list[str], labels: list[Any], s
         except ValidationError:
             return None
         keys[k] = orjson.dumps(k)
-    codes = _label_codes(labels)
-    if None in codes or any(_score_code(sc) is None for sc in scores):
+    label_slot = _label_slot(labels)
+    score_slot = _score_slot(scores)
+    if label_slot is None or score_slot is None:
         return None
-    return keys, cast(list[bytes], codes)  # (no None in it)
+    return keys, label_slot, score_slot
+
+
+def _label_slot(labels: list[Any]) -> tuple[str, list[Any]] | None:
+    """``("int", labels)`` when every label is a safe int, else ``("json", their canonical JSON)``; None
+    when one is not a bool, a safe int or an encodable string."""
+    types = set(map(type, labels))
+    if types == {int} and min(labels) >= -MAX_SAFE_INT and max(labels) <= MAX_SAFE_INT:
+        return "int", labels
+    codes = _label_codes(labels)
+    return None if None in codes else ("json", codes)
+
+
+def _score_slot(scores: list[float | None]) -> tuple[str, list[Any]] | None:
+    """``("float", scores)`` when every score is a finite float, else ``("json", their canonical JSON)``;
+    None when one is neither None nor a finite float."""
+    import numpy as np
+
+    types = set(map(type, scores))
+    if types == {float}:
+        return ("float", scores) if np.isfinite(np.fromiter(scores, np.float64, len(scores))).all() else None
+    if types <= {float, type(None)}:
+        codes = [_score_code(sc) for sc in scores]
+        return None if None in codes else ("json", codes)
+    return None
 
 
 def _label_codes(labels: list[Any]) -> list[bytes | None]:
@@ -308,6 +334,7 @@ def _predict_file(scorer: Scorer, source: Path, output: Path, *, subject_column:
     if total == 0:
         raise InputError(f"{source}: no rows to score")
     d = scorer.deployed
+    led = scorer.ws.ledger
     tmp_out = output.with_name(f".{output.name}.{os.getpid()}.tmp")
     records_path = output.with_name(output.name + ".records.jsonl") if batch_commitment else None
     tmp_rec = records_path.with_name(f".{records_path.name}.{os.getpid()}.tmp") if records_path else None
@@ -321,7 +348,7 @@ def _predict_file(scorer: Scorer, source: Path, output: Path, *, subject_column:
     rec_sha = hashlib.sha256()
     # chunk N is committed on a writer thread while chunk N+1 is predicted and encoded
     writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlledger-batch")
-    pending: tuple[Future[list[Any]], dict[str, Any]] | None = None
+    pending: tuple[Future[Sequence[Receipt]], dict[str, Any]] | None = None
 
     def settle() -> None:
         nonlocal pending, entries, first_seq
@@ -331,7 +358,7 @@ def _predict_file(scorer: Scorer, source: Path, output: Path, *, subject_column:
             receipts = future.result()
             entries += len(receipts)
             first_seq = receipts[0].seq if first_seq is None else first_seq
-            part["seq"] = [r.seq for r in receipts]
+            part["seq"] = receipts.seqs if isinstance(receipts, Receipts) else [r.seq for r in receipts]
 
     try:
         done = 0
@@ -351,8 +378,7 @@ def _predict_file(scorer: Scorer, source: Path, output: Path, *, subject_column:
                 assert records is not None
                 encoded = [encode(r) for r in records]
             digests = [k.commit_encoded(x) for k, x in zip(keys, encoded, strict=True)]
-            rows = range(done, done + n)
-            part: dict[str, Any] = {"row": list(rows), "label": labels, "score": scores,
+            part: dict[str, Any] = {"row": range(done, done + n), "label": labels, "score": scores,
                                     "input_commitment": [x.hex() for x in digests],
                                     "key_id": [k.key_id for k in keys]}
             if rec_fh is not None:
@@ -365,9 +391,9 @@ def _predict_file(scorer: Scorer, source: Path, output: Path, *, subject_column:
                 common = {"model": d.ref, "artifact_sha256": d.artifact_sha256, "stage": d.stage,
                           "deployed_seq": d.deployed_seq, "latency_ms": latency_ms, "automated_decision": automated,
                           "sealed": scorer.seal}
-                prefixes = _decisions(scorer.actor, f"model:{d.ref}", common, part, labels, scores)
+                decisions = _decisions(scorer.actor, f"model:{d.ref}", common, part, labels, scores)
                 settle()
-                pending = (writer.submit(scorer.ws.ledger.append_prepared, prefixes), part)
+                pending = (writer.submit(_append, led, decisions), part)
             if scorer.seal and rec_fh is None:
                 settle()  # inputs are stored only for committed decisions
                 scorer.keys.store_sealed(zip(keys, digests, records or (), strict=True))
@@ -383,7 +409,7 @@ def _predict_file(scorer: Scorer, source: Path, output: Path, *, subject_column:
             rec_fh.close()
             rec_fh = None
             root = tree.root().hex()
-            receipt = scorer.ws.ledger.append(Event(PredictionBatch(
+            receipt = led.append(Event(PredictionBatch(
                 model=d.ref, artifact_sha256=d.artifact_sha256, stage=d.stage, deployed_seq=d.deployed_seq,
                 count=tree.size, root=root, records_sha256=rec_sha.hexdigest(), automated_decision=automated),
                 actor=scorer.actor, subject=f"model:{d.ref}"))
@@ -454,20 +480,28 @@ def _write_output(parts: list[dict[str, Any]], path: Path, fmt: str, batch_seq: 
     the batch's seq). Written by Arrow's writers, which run outside the interpreter lock (pandas'
     CSV writer took a fifth of per-row scoring's time); a label column Arrow cannot type (mixed
     types from an engine plugin) goes through pandas."""
+    import numpy as np
     import pyarrow as pa
 
+    def column(values: Sequence[Any]) -> Any:
+        if isinstance(values, range):  # (Arrow converts a range one Python int at a time)
+            return pa.array(np.arange(values.start, values.stop, values.step, dtype=np.int64))
+        return pa.array(values)
+
     names = list(parts[0])
-    columns = {name: [v for p in parts for v in p[name]] for name in names}
-    if batch_seq is not None:
-        columns["batch_seq"] = [batch_seq] * len(columns["row"])
     try:
-        table = pa.table({name: pa.array(values) for name, values in columns.items()})
+        table = pa.concat_tables([pa.table({name: column(p[name]) for name in names}) for p in parts],
+                                 promote_options="default")
     except (pa.ArrowInvalid, pa.ArrowTypeError):
         import pandas as pd
 
-        frame = pd.DataFrame(columns)
+        frame = pd.DataFrame({name: [v for p in parts for v in p[name]] for name in names})
+        if batch_seq is not None:
+            frame["batch_seq"] = batch_seq
         frame.to_csv(path, index=False) if fmt == "csv" else frame.to_parquet(path, index=False)
         return
+    if batch_seq is not None:
+        table = table.append_column("batch_seq", pa.array(np.full(table.num_rows, batch_seq, dtype=np.int64)))
     if fmt == "csv":
         import pyarrow.csv as pcsv  # type: ignore[import-untyped]
 

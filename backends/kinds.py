@@ -139,7 +139,7 @@ SCORE_DECIMALS = 2
 so it would link an erased subject's decision back to them (FORMAT.md 3.14)."""
 
 
-@register_check("prediction.made")
+@register_check("prediction.made", reads=("key_id", "request_id"))
 def _check_prediction(view: LedgerView, seq: int, actor: str | None, payload: dict[str, Any]) -> None:
     """A decision is never recorded under an erased subject key (or one whose erasure is recorded),
     nor with a client's request id in the clear."""

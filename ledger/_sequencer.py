@@ -11,16 +11,19 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
 import sqlite3
 import time
+from binascii import hexlify
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 from ledger import merkle
 from ledger._store import Receipt, Store, Tail, Tx
-from ledger.canonical import GENESIS_PREV, EntryPrefix, entry_bytes, format_ts
+from ledger.canonical import GENESIS_PREV, MAX_PAYLOAD_BYTES, EntryPrefix, entry_bytes, format_ts
+from ledger.entry_rows import EntryRows, Receipts
 from ledger.errors import InputError, IntegrityError
-from ledger.events import check_for, guards, payload_model
+from ledger.events import check_for, check_reads, guards, payload_model
 from ledger.schema import NODE_MIN_LEVEL
 from ledger.view import LedgerView
 
@@ -70,10 +73,11 @@ class Sequencer:
         self._pending: tuple[int, bytes, merkle.Frontier] | None = None
 
     def write(
-        self, tx: Tx, batch: Sequence[EntryPrefix], *, expect_size: int | None = None,
+        self, tx: Tx, batch: Sequence[EntryPrefix | EntryRows], *, expect_size: int | None = None,
         tail: Tail | bool = False,
-    ) -> list[Receipt]:
-        """Inside a transaction holding the write lock: append ``batch``.
+    ) -> list[Receipt | Receipts]:
+        """Inside a transaction holding the write lock: append ``batch``; one result per item of it
+        (a ``Receipt`` for an ``EntryPrefix``, ``Receipts`` for ``EntryRows``).
 
         ``tail``: the tail as read when the lock was taken, if it was.
         """
@@ -97,7 +101,7 @@ class Sequencer:
             frontier = store.frontier(tx, size)
         ts_us = max(time.time_ns() // 1000, last_ts)
         ts = format_ts(ts_us)
-        receipts: list[Receipt] = []
+        receipts: list[Receipt | Receipts] = []
         out = _Rows(tx, frontier)
         # A checked entry (key event or registered check) is checked against the ledger
         # including every entry before it in this batch: the rows buffered so far are written,
@@ -110,6 +114,12 @@ class Sequencer:
         seq = size
         plans: dict[str, Callable[[Tx, EntryPrefix, int], None] | None] = {}
         for pre in batch:
+            if type(pre) is EntryRows:
+                mine = self._write_rows(checked, out, pre, seq, prev, ts, ts_us)
+                receipts.append(Receipts(seq, mine, ts))
+                seq, prev = seq + len(mine), mine[-1] if mine else prev
+                continue
+            assert type(pre) is EntryPrefix
             if pre.payload is not None:
                 kind = pre.kind
                 plan = plans[kind] if kind in plans else plans.setdefault(kind, self._plan(kind))
@@ -125,6 +135,53 @@ class Sequencer:
         out.flush()
         self._pending = (seq, prev, frontier)
         return receipts
+
+    def _write_rows(self, checked: Tx, out: _Rows, item: EntryRows, seq: int, prev: bytes, ts: str,
+                    ts_us: int) -> list[bytes]:
+        """Buffer the entries of ``item`` from ``seq`` after ``prev``; their leaf hashes.
+
+        The kind's check runs first: once per distinct value of the fields it reads when it declares
+        them (``register_check(..., reads=...)``: entries of its own kind do not change its outcome,
+        so each distinct case is checked at its first seq), else before each entry.
+        """
+        kind, store = item.kind, self.store
+        check = check_for(kind)
+        reads = check_reads(kind)
+        if check is not None and reads is not None:
+            seen: set[tuple[Any, ...]] = set()
+            for i, key in enumerate(item.read_keys(reads)):
+                if key not in seen:
+                    seen.add(key)
+                    check(LedgerView(store, checked, seq + i), seq + i, item.actor, item.payload(i))
+        fmt = item.entry_format(ts)
+        cap = MAX_PAYLOAD_BYTES + item.overhead(ts)  # (a longer entry may still fit: its seq has digits)
+        sha, leaf_prefix, subject = hashlib.sha256, _LEAF, item.subject
+        rows, leaves = out.rows, out.leaves
+        if check is not None and reads is None:  # checked before each entry, seeing the ones before it
+            mine: list[bytes] = []
+            for i, row in enumerate(item.rows):
+                check(LedgerView(store, checked, seq), seq, item.actor, item.payload(i))  # (may flush)
+                data = fmt % (*row, hexlify(prev), seq)
+                if len(data) > cap and (error := item.too_large(data, seq, ts)) is not None:
+                    raise error
+                leaf = sha(leaf_prefix + data).digest()
+                rows.append((seq, leaf, prev, ts_us, kind, subject, data))
+                leaves.append(leaf)
+                mine.append(leaf)
+                prev = leaf
+                seq += 1
+            return mine
+        start = len(leaves)
+        for row in item.rows:
+            data = fmt % (*row, hexlify(prev), seq)
+            if len(data) > cap and (error := item.too_large(data, seq, ts)) is not None:
+                raise error
+            leaf = sha(leaf_prefix + data).digest()
+            rows.append((seq, leaf, prev, ts_us, kind, subject, data))
+            leaves.append(leaf)
+            prev = leaf
+            seq += 1
+        return leaves[start:]
 
     def _plan(self, kind: str) -> Callable[[Tx, EntryPrefix, int], None] | None:
         """What sequencing an entry of ``kind`` must check (looked up once per kind and batch): access
@@ -151,6 +208,11 @@ class Sequencer:
                 check(LedgerView(store, tx, seq), seq, pre.actor, payload)
 
         return run
+
+    @property
+    def size(self) -> int | None:
+        """The ledger's size after the last committed ``write`` (None before one, or after a rollback)."""
+        return None if self._cache is None else self._cache[0]
 
     def committed(self) -> None:
         """Call after the transaction of the last ``write`` committed."""
@@ -181,7 +243,7 @@ def _insert(tx: Tx, head: str, rows: list[tuple[Any, ...]]) -> None:
     per = _SQLITE_PARAMS // width
     for at in range(0, len(rows), per):
         part = rows[at : at + per]
-        tx._exec(tx.sql(_values(head, width, len(part))), tuple([v for row in part for v in row]))
+        tx._exec(tx.sql(_values(head, width, len(part))), tuple(itertools.chain.from_iterable(part)))
 
 
 @functools.lru_cache(maxsize=64)

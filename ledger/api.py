@@ -29,6 +29,7 @@ from ledger._parallel import PARALLEL_MIN, SEGMENT_LEVEL, verify_parallel
 from ledger._sequencer import Sequencer
 from ledger._store import Head, Receipt, Store, Writer, resolve_url, root_of_head
 from ledger.canonical import EntryPrefix, format_ts, parse_ts
+from ledger.entry_rows import EntryRows, Receipts
 from ledger.errors import InputError, IntegrityError, MlledgerError, StorageError
 from ledger.events import Event, describe_validation_error, payload_model
 from ledger.kinds import LedgerCreated
@@ -89,11 +90,11 @@ class Entry:
 class _Group:
     __slots__ = ("done", "error", "prefixes", "receipts")
 
-    def __init__(self, prefixes: list[EntryPrefix]) -> None:
+    def __init__(self, prefixes: Sequence[EntryPrefix | EntryRows]) -> None:
         self.prefixes = prefixes
         self.done = False
         self.error: BaseException | None = None
-        self.receipts: list[Receipt] = []
+        self.receipts: list[Receipt | Receipts] = []
 
 
 class Ledger(_CheckpointsMixin):
@@ -250,7 +251,7 @@ class Ledger(_CheckpointsMixin):
 
     def append(self, event: Event) -> Receipt:
         """Append one event; returns once it is committed."""
-        return self._submit([_prepare(self._as_actor(event))])[0]
+        return self._submit([_prepare(self._as_actor(event))])[0]  # type: ignore[no-any-return]
 
     def append_many(self, events: Iterable[Event]) -> list[Receipt]:
         """Append events atomically: all are committed, in order, or none."""
@@ -259,16 +260,21 @@ class Ledger(_CheckpointsMixin):
             return []
         return self._submit(prefixes)
 
-    def append_prepared(self, prefixes: list[EntryPrefix]) -> list[Receipt]:
-        """``append_many`` for entries already encoded with ``ledger.canonical.prefix`` (the batch
-        fast path, ``backends._batch``): the caller vouches that each payload is its kind's canonical,
-        valid payload; checks still run, and ungoverned kinds only (a governed one must be signed)."""
-        for pre in prefixes:
-            if pre.kind in RESERVED_KINDS or payload_model(pre.kind).GOVERNED:
-                raise InputError(f"kind: {pre.kind} cannot be appended pre-encoded; use append_many")
-        return self._submit(prefixes) if prefixes else []
+    def append_rows(self, rows: EntryRows) -> Receipts:
+        """Append many entries of one kind given as a format and per-entry values (the batch fast path,
+        ``backends._batch``), atomically. The caller vouches, as ``EntryRows`` says, that each payload
+        is its kind's canonical, valid payload; the kind's check still runs. Ungoverned kinds only (a
+        governed one must be signed), and no key events."""
+        kind = rows.kind
+        if kind in RESERVED_KINDS or payload_model(kind).GOVERNED or kind.startswith("key."):
+            raise InputError(f"kind: {kind} cannot be appended as rows; use append_many")
+        if not len(rows):
+            return Receipts(0, [], "")
+        result = self._submit([rows])[0]
+        assert isinstance(result, Receipts)
+        return result
 
-    def _submit(self, prefixes: list[EntryPrefix]) -> list[Receipt]:
+    def _submit(self, prefixes: Sequence[EntryPrefix | EntryRows]) -> list[Any]:
         if self._closed:
             raise ValueError("the ledger is closed")
         group = _Group(prefixes)
@@ -295,7 +301,7 @@ class Ledger(_CheckpointsMixin):
     def _commit_together(self, batch: list[_Group]) -> None:
         flat = [p for g in batch for p in g.prefixes]
         error: BaseException | None = None
-        receipts: list[Receipt] = []
+        receipts: list[Receipt | Receipts] = []
         try:
             if self._writer is None:
                 self._writer = self._store.writer()
@@ -308,7 +314,7 @@ class Ledger(_CheckpointsMixin):
                 writer.rollback()
                 raise
             self._seq.committed()
-            self._auto_checkpoint(receipts[-1].seq + 1)
+            self._auto_checkpoint(self._seq.size)
         except MlledgerError as exc:
             error = exc
         except Exception as exc:  # driver errors: sqlite3 / psycopg

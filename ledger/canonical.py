@@ -21,7 +21,7 @@ import functools
 import math
 import re
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 import orjson
@@ -43,7 +43,6 @@ __all__ = [
     "owned_canonical_value",
     "parse_ts",
     "prefix",
-    "prefixes",
     "row_format",
 ]
 
@@ -298,23 +297,6 @@ def prefix(kind: str, actor: str, subject: str | None, payload: bytes) -> EntryP
             "store large content as an artifact and record its hash"
         )
     return EntryPrefix(_head(kind, actor) + payload + b',"prev":"', kind, subject, _name(subject, "subject"))
-
-
-def prefixes(kind: str, actor: str, subject: str | None, payload_format: bytes,
-             rows: Iterable[tuple[Any, ...]]) -> list[EntryPrefix]:
-    """``prefix(kind, actor, subject, payload_format % row)`` for each row (``payload_format`` from
-    ``row_format``), formatting each whole prefix at once."""
-    head = _head(kind, actor)
-    fmt = head.replace(b"%", b"%%") + payload_format + b',"prev":"'
-    limit = MAX_PAYLOAD_BYTES + len(head) + 9
-    subject_json = _name(subject, "subject")
-    out: list[EntryPrefix] = []
-    for row in rows:
-        data = fmt % row
-        if len(data) > limit:
-            prefix(kind, actor, subject, data[len(head) : -9])  # raises, naming the limit
-        out.append(EntryPrefix(data, kind, subject, subject_json))
-    return out
 
 
 def entry_bytes(pre: EntryPrefix, seq: int, prev_hex: str, ts: str) -> bytes:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Annotated, Any, ClassVar, Final, TypeVar
 
 import orjson
@@ -90,19 +90,28 @@ def register(kind: str) -> Callable[[_P], _P]:
 #: Kinds whose entries are checked against the ledger inside the sequencing transaction
 #: (before anything is written). ``check(view, seq, actor, payload)`` raises ``InputError``.
 _CHECKS: dict[str, Callable[..., None]] = {}
+_CHECK_READS: dict[str, tuple[str, ...]] = {}
 
 
-def register_check(kind: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
+def register_check(kind: str, *, reads: Sequence[str] | None = None
+                   ) -> Callable[[Callable[..., None]], Callable[..., None]]:
     """Decorator: run ``fn(view, seq, actor, payload)`` before an entry of ``kind`` is written.
 
     ``view`` is a ``ledger.view.LedgerView`` of the committed ledger in the same
     transaction. A check that raises refuses the whole append; nothing is written.
+
+    ``reads``: the payload fields the check's outcome depends on, when it depends on nothing else
+    but them, the entry's actor and ledger state that entries of ``kind`` never change. Many
+    entries of ``kind`` at once (``ledger.entry_rows.EntryRows``) are then checked once per
+    distinct value of those fields, not once per entry.
     """
 
     def deco(fn: Callable[..., None]) -> Callable[..., None]:
         if kind in _CHECKS:
             raise ValueError(f"kind {kind!r} already has a check")
         _CHECKS[kind] = fn
+        if reads is not None:
+            _CHECK_READS[kind] = tuple(reads)
         return fn
 
     return deco
@@ -110,6 +119,11 @@ def register_check(kind: str) -> Callable[[Callable[..., None]], Callable[..., N
 
 def check_for(kind: str) -> Callable[..., None] | None:
     return _CHECKS.get(kind)
+
+
+def check_reads(kind: str) -> tuple[str, ...] | None:
+    """The payload fields ``kind``'s check declared it reads (``register_check``), if it did."""
+    return _CHECK_READS.get(kind)
 
 
 #: Access guards (issue 12): ``guard(view, seq, kind, actor, subject, payload)`` runs before an

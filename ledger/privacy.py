@@ -85,12 +85,17 @@ class SubjectKey:
     key_id: str
     commit_key: bytes
     seal_key: bytes
-    #: HMAC-SHA256 keyed with ``commit_key``, copied for each commitment (keying it costs more than
-    #: the copy: about 8% of batch scoring).
-    _mac: Any = field(init=False, repr=False, compare=False)
+    #: HMAC-SHA256 keyed with ``commit_key`` (RFC 2104): SHA-256 states that have absorbed the key
+    #: XOR ipad and XOR opad, copied for each commitment. Keying costs more than the copies, and
+    #: ``hmac.HMAC.copy`` costs more than these two (1.2 against 0.7 us a commitment).
+    _inner: Any = field(init=False, repr=False, compare=False)
+    _outer: Any = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "_mac", hmac.new(self.commit_key, digestmod=sha256))
+        key = self.commit_key if len(self.commit_key) <= 64 else sha256(self.commit_key).digest()
+        key = key.ljust(64, b"\x00")
+        object.__setattr__(self, "_inner", sha256(bytes(b ^ 0x36 for b in key)))
+        object.__setattr__(self, "_outer", sha256(bytes(b ^ 0x5C for b in key)))
 
     @classmethod
     def of(cls, key_id: str, secret: bytes) -> SubjectKey:
@@ -102,9 +107,11 @@ class SubjectKey:
 
     def commit_encoded(self, data: bytes) -> bytes:
         """The commitment of a record given as its canonical bytes (``encode(record)``)."""
-        mac = self._mac.copy()
-        mac.update(data)
-        return bytes(mac.digest())
+        inner = self._inner.copy()
+        inner.update(data)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return bytes(outer.digest())
 
     def request_ref(self, request_id: str) -> str:
         """The keyed stand-in for a client's request id (hex): unlinkable once the key is erased."""

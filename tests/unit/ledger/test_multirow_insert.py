@@ -3,7 +3,7 @@
 On SQLite a batch is split into statements of ``_SQLITE_PARAMS // width`` rows; the tests shrink the limit
 (22 parameters: 3 entry rows, 7 node rows per statement) so that ordinary batches span many statements,
 and also cross the real limit once (> 4,680 entry rows). PostgreSQL (``executemany``) runs the same
-checks when MLLEDGER_TEST_PG_URL is set. ``Ledger.append_prepared`` refusals write nothing.
+checks when MLLEDGER_TEST_PG_URL is set.
 """
 
 from __future__ import annotations
@@ -11,19 +11,17 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 from collections.abc import Iterator
-from typing import Any
 
 import orjson
 import pytest
 from sqlalchemy import func, select
 
 import ledger._sequencer as sequencer
-from backends.kinds import PredictionBatch, PredictionMade
+from backends.kinds import PredictionBatch
 from ledger import merkle
 from ledger.api import Ledger
-from ledger.canonical import EntryPrefix, encode, prefix
-from ledger.errors import InputError, IntegrityError
-from ledger.events import Event, kinds, payload_model
+from ledger.errors import IntegrityError
+from ledger.events import Event
 from ledger.schema import NODE_MIN_LEVEL, entries, nodes
 from tests.conftest import make_ledger
 from tests.helpers import policy_event
@@ -217,59 +215,3 @@ def test_a_failure_in_a_later_statement_rolls_back_every_statement(sqlite_url: s
         check_ledger(led)
     finally:
         led.close()
-
-
-# -- append_prepared -----------------------------------------------------------------------------------------
-
-GOVERNED = sorted(k for k in kinds() if payload_model(k).GOVERNED)
-
-
-def raw_prefix(kind: str, payload: dict[str, Any] | None = None) -> EntryPrefix:
-    return prefix(kind, "svc@example.com", "s:1", encode(payload or {"x": 1}))
-
-
-def test_the_brief_s_governed_kinds_are_governed() -> None:
-    assert {"human.reviewed", "gate.evaluated", "model.deployed", "key.added"} <= set(GOVERNED)
-
-
-@pytest.mark.parametrize("kind", ["ledger.created", *GOVERNED])
-def test_append_prepared_refuses_reserved_and_governed_kinds(led: Ledger, kind: str) -> None:
-    led.append_many([batch_event(0)])
-    before, size = stored(led), led.head_size()
-    batch = [batch_event(1).prepare(), raw_prefix(kind), batch_event(2).prepare()]
-    with pytest.raises(InputError, match=rf"kind: {kind} cannot be appended pre-encoded"):
-        led.append_prepared(batch)
-    assert led.head_size() == size
-    assert stored(led) == before
-
-
-def test_append_prepared_refuses_an_unknown_kind(led: Ledger) -> None:
-    size = led.head_size()
-    with pytest.raises(InputError):
-        led.append_prepared([batch_event(1).prepare(), raw_prefix("no.such_kind")])
-    assert led.head_size() == size
-
-
-def test_append_prepared_runs_the_kind_s_check(led: Ledger) -> None:
-    """Pre-encoded entries still pass their kind's check: a decision with a request id in the clear is refused."""
-    decision = PredictionMade(model="credit@1", artifact_sha256="ab" * 32, stage="production", deployed_seq=1,
-                              input_commitment="cd" * 32, key_id="dk-" + "0" * 32, label=1, latency_ms=0.5,
-                              automated_decision=True, request_id="req-1")
-    pre = Event(decision, actor="svc@example.com", subject="model:credit@1").prepare()
-    size = led.head_size()
-    with pytest.raises(InputError, match="request_id"):
-        led.append_prepared([batch_event(1).prepare(), pre])
-    assert led.head_size() == size
-
-
-def test_append_prepared_writes_what_append_many_writes(led: Ledger, small_limit: int) -> None:
-    assert led.append_prepared([]) == []
-    events = [batch_event(i) for i in range(120)]
-    receipts = led.append_prepared([e.prepare() for e in events])
-    assert [r.seq for r in receipts] == list(range(1, 121))
-    for e, r in zip(events, receipts, strict=True):
-        entry = led.get(r.seq)
-        assert entry.kind == "prediction.batch" and entry.actor == e.actor
-        assert entry.payload == e.payload.model_dump(mode="json")
-        assert entry.raw.startswith(e.prepare().data)
-    check_ledger(led)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from cryptography.exceptions import InvalidTag
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 from sqlalchemy import text
 
@@ -37,6 +37,20 @@ def test_the_commitment_is_hmac_of_the_canonical_bytes_under_the_derived_key() -
     assert key.commit(RECORD) == want
     assert key.commit(dict(reversed(list(RECORD.items())))) == want  # key order does not matter
     assert derive(secret, COMMIT_INFO) != derive(secret, SEAL_INFO) != secret
+
+
+@given(st.binary(min_size=0, max_size=200), st.binary(max_size=300))
+@example(b"", b"")
+@example(b"k" * 64, b"m")
+@example(b"k" * 65, b"m")
+def test_commit_encoded_is_hmac_sha256_for_any_key_and_message(commit_key: bytes, data: bytes) -> None:
+    """The precomputed inner and outer states give RFC 2104 HMAC, for keys shorter than, equal to and
+    longer than the 64-byte block, and the states are not consumed by a commitment."""
+    key = SubjectKey("sk-" + "0" * 32, commit_key, b"\x00" * 32)
+    want = hmac.new(commit_key, data, sha256).digest()
+    assert key.commit_encoded(data) == want
+    assert key.commit_encoded(data) == want  # again: the keyed states were copied, not updated
+    assert key.commit_encoded(data + b"x") != want
 
 
 @given(st.dictionaries(st.text(min_size=1, max_size=8), st.integers(-(2**53) + 1, 2**53 - 1), min_size=1))

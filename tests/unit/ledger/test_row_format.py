@@ -1,19 +1,18 @@
-"""``row_format`` and ``prefixes`` (the batch fast path) give the bytes ``encode`` and ``prefix`` give.
+"""``row_format`` (the batch fast path) gives the bytes ``encode`` gives.
 
-``fmt % row == encode({**const, **dict(zip(order, row))})`` for row values of each slot kind, and
-``prefixes(kind, actor, subject, fmt, rows)`` equals ``prefix(...)`` of each formatted payload.
+``fmt % row == encode({**const, **dict(zip(order, row))})`` for row values of each slot kind
+(``EntryRows``, which completes such payloads into entries, is tested in test_entry_rows.py).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ledger.canonical import MAX_PAYLOAD_BYTES, MAX_SAFE_INT, encode, prefix, prefixes, row_format
+from ledger.canonical import MAX_SAFE_INT, encode, row_format
 from ledger.errors import InputError
 
 #: row_format's placeholder for slot i is "\ue000{i}\ue000" (a private-use character): keep it out of
@@ -158,78 +157,3 @@ def test_many_slots_markers_with_multi_digit_indices_do_not_collide() -> None:
     fmt, order = row_format({"z": "\ue0001\ue000x"}, slots)
     assert order == [f"k{i:02d}" for i in range(25)]
     assert fmt % tuple(range(25)) == encode({"z": "\ue0001\ue000x", **{f"k{i:02d}": i for i in range(25)}})
-
-
-# -- prefixes ---------------------------------------------------------------------------------------
-
-names = st.one_of(
-    st.sampled_from(["svc@example.com", 'a"b', "back\\slash", "100%", "%s%d%%", "déjà-vu", "\U0001f600 bot",
-                     "model:credit@1", "\u2028"]),
-    st.text(st.characters(codec="utf-8"), min_size=1, max_size=20),
-)
-
-
-def same_prefix(got: Any, want: Any) -> None:
-    assert got.data == want.data
-    assert got.kind == want.kind
-    assert got.subject == want.subject
-    assert got.subject_json == want.subject_json
-    assert got.payload is None and got.actor is None  # set only by callers that need the kind's check
-
-
-@settings(max_examples=80, deadline=None)
-@given(formats(), names, st.none() | names, st.sampled_from(["prediction.made", "x.y", "dataset.registered"]))
-def test_prefixes_equal_prefix_of_each_formatted_payload(
-        case: tuple[dict[str, Any], list[tuple[str, str]], list[list[Any]], list[tuple[Any, ...]]],
-        actor: str, subject: str | None, kind: str) -> None:
-    const, slots, _objects, rows = case
-    fmt, order = row_format(const, slots)
-    ordered = [by_order(slots, order, list(row)) for row in rows]
-    got = prefixes(kind, actor, subject, fmt, iter(ordered))
-    want = [prefix(kind, actor, subject, fmt % row) for row in ordered]
-    assert len(got) == len(want)
-    for g, w in zip(got, want, strict=True):
-        same_prefix(g, w)
-
-
-@pytest.mark.parametrize("actor", ["svc@example.com", "%s%%%d", 'q"uote', "ü%"])
-def test_prefixes_at_and_over_the_payload_limit_behave_as_prefix(actor: str) -> None:
-    fmt, _order = row_format({"k": "%"}, [("blob", "json")])
-    overhead = len(fmt % (b'""',))
-    at_limit = encode("x" * (MAX_PAYLOAD_BYTES - overhead))
-    over = encode("x" * (MAX_PAYLOAD_BYTES - overhead + 1))
-    assert len(fmt % (at_limit,)) == MAX_PAYLOAD_BYTES
-    got = prefixes("x.y", actor, "s", fmt, [(at_limit,)])
-    same_prefix(got[0], prefix("x.y", actor, "s", fmt % (at_limit,)))
-    with pytest.raises(InputError) as want:
-        prefix("x.y", actor, "s", fmt % (over,))
-    with pytest.raises(InputError) as exc:
-        prefixes("x.y", actor, "s", fmt, [(at_limit,), (over,)])
-    assert str(exc.value) == str(want.value)
-    assert "limit" in str(exc.value)
-
-
-def test_prefixes_refuse_an_actor_or_subject_as_prefix_does() -> None:
-    fmt, _ = row_format({}, [("n", "int")])
-    long = "é" * 300  # 600 UTF-8 bytes
-    for actor, subject in [(long, None), ("a", long)]:
-        with pytest.raises(InputError) as want:
-            prefix("x.y", actor, subject, fmt % (1,))
-        with pytest.raises(InputError) as got:
-            prefixes("x.y", actor, subject, fmt, [(1,)])
-        assert str(got.value) == str(want.value)
-
-
-def test_prefixes_of_no_rows_is_empty() -> None:
-    fmt, _ = row_format({"a": 1}, [("n", "int")])
-    assert prefixes("x.y", "a", None, fmt, []) == []
-
-
-def test_prefix_bytes_are_json_once_completed() -> None:
-    """A spliced prefix completes to a valid entry whose payload is the object."""
-    fmt, order = row_format({"%": '"'}, [("n", "int"), ("s", "ascii")])
-    (pre,) = prefixes("x.y", 'a"%', "s\u2028", fmt, [by_order([("n", "int"), ("s", "ascii")], order, [5, b"ab"])])
-    entry = orjson.loads(pre.data + b'0","seq":1,"subject":' + pre.subject_json + b"}")
-    assert entry["payload"] == {"%": '"', "n": 5, "s": "ab"}
-    assert entry["actor"] == 'a"%'
-    assert entry["subject"] == "s\u2028"
