@@ -33,8 +33,8 @@ from pydantic import TypeAdapter, ValidationError
 from backends.kinds import SCORE_DECIMALS, PredictionBatch, PredictionMade
 from backends.serving import Scorer, recorded_score
 from ledger import merkle
-from ledger.canonical import MAX_SAFE_INT, encode, row_format
 from ledger.api import Ledger, Receipt
+from ledger.canonical import MAX_SAFE_INT, encode, row_format
 from ledger.entry_rows import EntryRows, Receipts
 from ledger.errors import InputError, IntegrityError, MlledgerError
 from ledger.events import Event
@@ -349,6 +349,7 @@ def _predict_file(scorer: Scorer, source: Path, output: Path, *, subject_column:
     # chunk N is committed on a writer thread while chunk N+1 is predicted and encoded
     writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlledger-batch")
     pending: tuple[Future[Sequence[Receipt]], dict[str, Any]] | None = None
+    last_rows: EntryRows | None = None  # the chunk before, if appended as rows
 
     def settle() -> None:
         nonlocal pending, entries, first_seq
@@ -392,6 +393,9 @@ def _predict_file(scorer: Scorer, source: Path, output: Path, *, subject_column:
                           "deployed_seq": d.deployed_seq, "latency_ms": latency_ms, "automated_decision": automated,
                           "sealed": scorer.seal}
                 decisions = _decisions(scorer.actor, f"model:{d.ref}", common, part, labels, scores)
+                if isinstance(decisions, EntryRows) and (last_rows is not None or pending is None):
+                    led.sequence_ahead(decisions, after=last_rows)  # here, while the chunk before is written
+                last_rows = decisions if isinstance(decisions, EntryRows) else None
                 settle()
                 pending = (writer.submit(_append, led, decisions), part)
             if scorer.seal and rec_fh is None:

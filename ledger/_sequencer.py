@@ -16,6 +16,7 @@ import sqlite3
 import time
 from binascii import hexlify
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Final
 
 from ledger import merkle
@@ -69,8 +70,9 @@ class Sequencer:
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        self._cache: tuple[int, bytes, merkle.Frontier] | None = None
-        self._pending: tuple[int, bytes, merkle.Frontier] | None = None
+        #: (size, last leaf hash, Merkle frontier, last ts_us) after the last committed write
+        self._cache: tuple[int, bytes, merkle.Frontier, int] | None = None
+        self._pending: tuple[int, bytes, merkle.Frontier, int] | None = None
 
     def write(
         self, tx: Tx, batch: Sequence[EntryPrefix | EntryRows], *, expect_size: int | None = None,
@@ -111,9 +113,24 @@ class Sequencer:
         checked = _Rows.reading(tx, out.flush)
         sha, leaf_prefix = hashlib.sha256, _LEAF
         rows, leaves = out.rows, out.leaves
-        seq = size
+        seq, end_ts = size, last_ts  # (end_ts: the time of the last entry)
         plans: dict[str, Callable[[Tx, EntryPrefix, int], None] | None] = {}
         for pre in batch:
+            if (type(pre) is EntryRows and seq == size and (ahead := pre.ahead) is not None
+                    and ahead.fits(seq, prev, last_ts)):
+                # sequenced ahead of the lock (``ahead``) after the tail that is there: write its rows
+                self._check_rows(checked, pre, seq)
+                out.flush()
+                _insert(tx, _ENTRY_SQL, ahead.rows)
+                if ahead.nodes:
+                    _insert(tx, _NODE_SQL, ahead.nodes)
+                out.frontier = frontier = ahead.frontier.copy()
+                receipts.append(Receipts(seq, ahead.leaves, ahead.ts))
+                seq, prev, end_ts = seq + len(ahead.leaves), ahead.leaves[-1], ahead.ts_us
+                if ts_us < end_ts:  # entries after it are never earlier
+                    ts_us, ts = end_ts, ahead.ts
+                continue
+            end_ts = ts_us
             if type(pre) is EntryRows:
                 mine = self._write_rows(checked, out, pre, seq, prev, ts, ts_us)
                 receipts.append(Receipts(seq, mine, ts))
@@ -133,55 +150,76 @@ class Sequencer:
             prev = leaf
             seq += 1
         out.flush()
-        self._pending = (seq, prev, frontier)
+        self._pending = (seq, prev, frontier, end_ts)
         return receipts
 
     def _write_rows(self, checked: Tx, out: _Rows, item: EntryRows, seq: int, prev: bytes, ts: str,
                     ts_us: int) -> list[bytes]:
         """Buffer the entries of ``item`` from ``seq`` after ``prev``; their leaf hashes.
 
-        The kind's check runs first: once per distinct value of the fields it reads when it declares
-        them (``register_check(..., reads=...)``: entries of its own kind do not change its outcome,
-        so each distinct case is checked at its first seq), else before each entry.
+        The kind's check runs first when it declares the fields it reads (``_check_rows``), else
+        before each entry, seeing the ones before it (a read writes the buffered rows first).
         """
         kind, store = item.kind, self.store
         check = check_for(kind)
-        reads = check_reads(kind)
-        if check is not None and reads is not None:
-            seen: set[tuple[Any, ...]] = set()
-            for i, key in enumerate(item.read_keys(reads)):
-                if key not in seen:
-                    seen.add(key)
-                    check(LedgerView(store, checked, seq + i), seq + i, item.actor, item.payload(i))
-        fmt = item.entry_format(ts)
-        cap = MAX_PAYLOAD_BYTES + item.overhead(ts)  # (a longer entry may still fit: its seq has digits)
-        sha, leaf_prefix, subject = hashlib.sha256, _LEAF, item.subject
-        rows, leaves = out.rows, out.leaves
-        if check is not None and reads is None:  # checked before each entry, seeing the ones before it
-            mine: list[bytes] = []
-            for i, row in enumerate(item.rows):
-                check(LedgerView(store, checked, seq), seq, item.actor, item.payload(i))  # (may flush)
-                data = fmt % (*row, hexlify(prev), seq)
-                if len(data) > cap and (error := item.too_large(data, seq, ts)) is not None:
-                    raise error
-                leaf = sha(leaf_prefix + data).digest()
-                rows.append((seq, leaf, prev, ts_us, kind, subject, data))
-                leaves.append(leaf)
-                mine.append(leaf)
-                prev = leaf
-                seq += 1
-            return mine
-        start = len(leaves)
-        for row in item.rows:
-            data = fmt % (*row, hexlify(prev), seq)
-            if len(data) > cap and (error := item.too_large(data, seq, ts)) is not None:
-                raise error
-            leaf = sha(leaf_prefix + data).digest()
-            rows.append((seq, leaf, prev, ts_us, kind, subject, data))
-            leaves.append(leaf)
-            prev = leaf
-            seq += 1
-        return leaves[start:]
+        if check is None or check_reads(kind) is not None:
+            self._check_rows(checked, item, seq)
+            start = len(out.leaves)
+            _format_rows(item, seq, prev, ts, ts_us, out.rows, out.leaves)
+            return out.leaves[start:]
+        mine: list[bytes] = []
+        for i in range(len(item)):
+            check(LedgerView(store, checked, seq + i), seq + i, item.actor, item.payload(i))  # (may flush)
+            _format_rows(item, seq + i, prev, ts, ts_us, out.rows, out.leaves, i)
+            prev = out.leaves[-1]
+            mine.append(prev)
+        return mine
+
+    def _check_rows(self, checked: Tx, item: EntryRows, seq: int) -> None:
+        """Run the check of ``item``'s kind, which declares the fields it reads
+        (``register_check(..., reads=...)``), once per distinct value of them: entries of its own kind
+        do not change its outcome, so each distinct case is checked at its first seq."""
+        check, reads = check_for(item.kind), check_reads(item.kind)
+        if check is None:
+            return
+        assert reads is not None
+        seen: set[tuple[Any, ...]] = set()
+        for i, key in enumerate(item.read_keys(reads)):
+            if key not in seen:
+                seen.add(key)
+                check(LedgerView(self.store, checked, seq + i), seq + i, item.actor, item.payload(i))
+
+    def ahead(self, item: EntryRows, after: EntryRows | None) -> Ahead | None:
+        """Sequence ``item`` now, outside the write lock, as if appended right after ``after`` (whose
+        ``ahead`` is set) or, with None, after this sequencer's last committed write: entry bytes, leaf
+        hashes and Merkle nodes. ``write`` uses them if the tail it finds under the lock is the one
+        assumed, and sequences ``item`` again otherwise. None when ``after`` was not sequenced ahead
+        or the kind checks each entry."""
+        if check_for(item.kind) is not None and check_reads(item.kind) is None:
+            return None
+        if after is not None:
+            if after.ahead is None:
+                return None
+            base = after.ahead
+            size, prev, frontier, last_ts = base.end, base.leaves[-1], base.frontier, base.ts_us
+        elif (cache := self._cache) is not None:
+            size, prev, frontier, last_ts = cache
+        else:  # the tail as committed now
+            with self.store.engine.connect() as conn, conn.begin():
+                tx = self.store.tx(conn)
+                tail = self.store.tail(tx)
+                size, prev, last_ts = (0, bytes(32), 0) if tail is None else (tail[0] + 1, tail[1], tail[2])
+                frontier = self.store.frontier(tx, size)
+        ts_us = max(time.time_ns() // 1000, last_ts)
+        ts = format_ts(ts_us)
+        rows: list[tuple[Any, ...]] = []
+        leaves: list[bytes] = []
+        _format_rows(item, size, prev, ts, ts_us, rows, leaves)
+        if not leaves:
+            return None
+        frontier = frontier.copy()
+        nodes = frontier.extend(leaves, min_level=NODE_MIN_LEVEL)
+        return Ahead(size, prev, last_ts, ts_us, ts, rows, leaves, nodes, frontier)
 
     def _plan(self, kind: str) -> Callable[[Tx, EntryPrefix, int], None] | None:
         """What sequencing an entry of ``kind`` must check (looked up once per kind and batch): access
@@ -220,6 +258,49 @@ class Sequencer:
 
     def rolled_back(self) -> None:
         self._cache = None
+
+
+def _format_rows(item: EntryRows, seq: int, prev: bytes, ts: str, ts_us: int, rows: list[tuple[Any, ...]],
+                 leaves: list[bytes], only: int | None = None) -> None:
+    """Append the entry rows and leaf hashes of ``item``'s entries (or of entry ``only``) from ``seq``
+    after ``prev`` at ``ts``, refusing a payload over the limit."""
+    fmt = item.entry_format(ts)
+    cap = MAX_PAYLOAD_BYTES + item.overhead(ts)  # (a longer entry may still fit: its seq has digits)
+    sha, leaf_prefix, kind, subject = hashlib.sha256, _LEAF, item.kind, item.subject
+    for row in item.rows if only is None else item.rows[only : only + 1]:
+        data = fmt % (*row, hexlify(prev), seq)
+        if len(data) > cap and (error := item.too_large(data, seq, ts)) is not None:
+            raise error
+        leaf = sha(leaf_prefix + data).digest()
+        rows.append((seq, leaf, prev, ts_us, kind, subject, data))
+        leaves.append(leaf)
+        prev = leaf
+        seq += 1
+
+
+@dataclass(frozen=True, slots=True)
+class Ahead:
+    """``EntryRows`` sequenced ahead of the write lock (``Sequencer.ahead``): valid after the tail
+    (``size``, ``prev``, ``last_ts``) it assumed."""
+
+    size: int
+    prev: bytes
+    last_ts: int
+    ts_us: int
+    ts: str
+    rows: list[tuple[Any, ...]]
+    leaves: list[bytes]
+    nodes: list[tuple[int, int, bytes]]
+    frontier: merkle.Frontier  # after its entries
+
+    @property
+    def end(self) -> int:
+        return self.size + len(self.leaves)
+
+    def fits(self, size: int, prev: bytes, last_ts: int) -> bool:
+        """Whether this was sequenced after the tail ``size``, ``prev`` (whose hash pins everything
+        before it, so the Merkle frontier too) and at a time not earlier than ``last_ts``."""
+        return size == self.size and prev == self.prev and last_ts <= self.ts_us
 
 
 _ENTRY_SQL: Final = "INSERT INTO entries (seq, leaf_hash, prev, ts_us, kind, subject, entry) VALUES "

@@ -274,6 +274,13 @@ class Ledger(_CheckpointsMixin):
         assert isinstance(result, Receipts)
         return result
 
+    def sequence_ahead(self, rows: EntryRows, after: EntryRows | None = None) -> None:
+        """Do the sequencing work of ``rows`` now, outside the write lock, for an ``append_rows``
+        expected right after that of ``after`` (or after this ledger's last append), so that a
+        pipeline prepares chunk N+1 while chunk N is written. If the tail found under the lock is
+        not the one assumed, ``rows`` is sequenced again there (the same entries, no time saved)."""
+        rows.ahead = self._seq.ahead(rows, after)
+
     def _submit(self, prefixes: Sequence[EntryPrefix | EntryRows]) -> list[Any]:
         if self._closed:
             raise ValueError("the ledger is closed")

@@ -32,8 +32,18 @@ class EntryRows:
     the fields every payload shares: the kind's check reads them (``payload``).
     """
 
-    __slots__ = ("actor", "const", "head", "kind", "payload_format", "rows", "subject", "subject_json",
-                 "values")
+    __slots__ = (
+        "actor",
+        "ahead",
+        "const",
+        "head",
+        "kind",
+        "payload_format",
+        "rows",
+        "subject",
+        "subject_json",
+        "values",
+    )
 
     def __init__(self, kind: str, actor: str, subject: str | None, payload_format: bytes,
                  rows: Sequence[tuple[Any, ...]], *, const: Mapping[str, Any],
@@ -47,6 +57,8 @@ class EntryRows:
         self.rows = rows
         self.const = dict(const)
         self.values = dict(values)
+        #: Set by ``Ledger.sequence_ahead``: these entries sequenced outside the write lock.
+        self.ahead: Any = None
 
     def __len__(self) -> int:
         return len(self.rows)
