@@ -18,6 +18,7 @@ from typing import Any, overload
 from ledger._store import Receipt
 from ledger.canonical import MAX_PAYLOAD_BYTES, _head, _name
 from ledger.errors import InputError
+from ledger.events import check_name
 
 __all__ = ["EntryRows", "Receipts"]
 
@@ -50,8 +51,11 @@ class EntryRows:
                  values: Mapping[str, Sequence[Any]]) -> None:
         if any(len(v) != len(rows) for v in values.values()):
             raise ValueError("EntryRows: each of values must hold one value per row")
+        check_name(actor, "actor")  # as an Event does: verification refuses what it refuses
+        if subject is not None:
+            check_name(subject, "subject")
         self.kind, self.actor, self.subject = kind, actor, subject
-        self.head = _head(kind, actor)  # validates the actor
+        self.head = _head(kind, actor)
         self.subject_json = _name(subject, "subject")
         self.payload_format = payload_format
         self.rows = rows

@@ -207,9 +207,9 @@ class Event:
     def __init__(self, payload: Payload, *, actor: str, subject: str | None = None) -> None:
         if not isinstance(payload, Payload) or not payload.KIND:
             raise TypeError("payload must be an instance of a registered Payload model")
-        _check_name(actor, "actor")
+        check_name(actor, "actor")
         if subject is not None:
-            _check_name(subject, "subject")
+            check_name(subject, "subject")
         self.payload = payload
         self.actor = actor
         self.subject = subject
@@ -283,7 +283,9 @@ class Event:
 _NAME_RE: Final = re.compile(r"[^\x00-\x1f\x7f]+")
 
 
-def _check_name(value: object, field: str) -> None:
+def check_name(value: object, field: str) -> None:
+    """Refuse an actor or subject that an ``Event`` would refuse (not a non-empty string without
+    control characters, or too long)."""
     if not isinstance(value, str):
         raise InputError(f"{field}: must be a string, got {type(value).__name__}")
     problem = _name_problem(value)
