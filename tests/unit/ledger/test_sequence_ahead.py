@@ -25,8 +25,8 @@ from tests.conftest import make_ledger
 from tests.unit.ledger.test_multirow_insert import check_ledger, stored
 
 H = hashlib.sha256(b"x").hexdigest()
-BATCH_CONST: dict[str, Any] = {"model": "credit@1", "artifact_sha256": H, "stage": "production", "deployed_seq": 1, "root": H,
-               "records_sha256": H, "automated_decision": True}
+BATCH_CONST: dict[str, Any] = {"model": "credit@1", "artifact_sha256": H, "stage": "production", "deployed_seq": 1,
+                               "root": H, "records_sha256": H, "automated_decision": True}
 ACTOR, SUBJECT = "svc@example.com", "model:credit@1"
 
 
