@@ -15,7 +15,7 @@ from pydantic import Field, JsonValue, StringConstraints
 
 from ledger.actions import SignedAction
 from ledger.errors import InputError
-from ledger.events import Payload, Sha256Hex, register, register_check
+from ledger.events import Payload, Sha256Hex, register, register_check, register_many_check
 from ledger.kinds import KeyId
 from ledger.view import LedgerView
 from policies.kinds import Column, Identifier, Short, Stage
@@ -143,16 +143,26 @@ so it would link an erased subject's decision back to them (FORMAT.md 3.14)."""
 def _check_prediction(view: LedgerView, seq: int, actor: str | None, payload: dict[str, Any]) -> None:
     """A decision is never recorded under an erased subject key (or one whose erasure is recorded),
     nor with a client's request id in the clear."""
-    if payload.get("request_id") is not None:
-        raise InputError("prediction.made: request_id is no longer recorded verbatim (a client-chosen string "
-                         "could be personal data); record request_ref, its keyed HMAC (FORMAT.md 3.14)")
-    key_id = payload["key_id"]
-    if not key_id.startswith("sk-"):
-        return
-    from ledger.privacy import KeyErased
+    _check_predictions(view, seq, actor, [payload])
 
-    if not view.key_usable(key_id):
-        raise KeyErased(f"key {key_id} was erased; the decision must be recorded under the subject's new key")
+
+@register_many_check("prediction.made")
+def _check_predictions(view: LedgerView, seq: int, actor: str | None, payloads: list[dict[str, Any]]) -> None:
+    """``_check_prediction`` of each payload, with the subject keys looked up together."""
+    for payload in payloads:
+        if payload.get("request_id") is not None:
+            raise InputError("prediction.made: request_id is no longer recorded verbatim (a client-chosen string "
+                             "could be personal data); record request_ref, its keyed HMAC (FORMAT.md 3.14)")
+    subject_keys = [p["key_id"] for p in payloads if p["key_id"].startswith("sk-")]
+    if not subject_keys:
+        return
+    usable = view.usable_keys(subject_keys) if len(subject_keys) > 1 else (
+        set(subject_keys) if view.key_usable(subject_keys[0]) else set())
+    for key_id in subject_keys:
+        if key_id not in usable:
+            from ledger.privacy import KeyErased
+
+            raise KeyErased(f"key {key_id} was erased; the decision must be recorded under the subject's new key")
 
 
 @register_check("model.undeployed")

@@ -24,7 +24,7 @@ from ledger._store import Receipt, Store, Tail, Tx
 from ledger.canonical import GENESIS_PREV, MAX_PAYLOAD_BYTES, EntryPrefix, entry_bytes, format_ts
 from ledger.entry_rows import EntryRows, Receipts
 from ledger.errors import InputError, IntegrityError
-from ledger.events import check_for, check_reads, guards, payload_model
+from ledger.events import check_for, check_reads, guards, many_check_for, payload_model
 from ledger.schema import NODE_MIN_LEVEL
 from ledger.view import LedgerView
 
@@ -178,16 +178,21 @@ class Sequencer:
     def _check_rows(self, checked: Tx, item: EntryRows, seq: int) -> None:
         """Run the check of ``item``'s kind, which declares the fields it reads
         (``register_check(..., reads=...)``), once per distinct value of them: entries of its own kind
-        do not change its outcome, so each distinct case is checked at its first seq."""
+        do not change its outcome, so each distinct case is checked at its first seq, or all of them
+        at once at ``seq`` by the kind's check of many (``register_many_check``) if it has one."""
         check, reads = check_for(item.kind), check_reads(item.kind)
         if check is None:
             return
         assert reads is not None
-        seen: set[tuple[Any, ...]] = set()
+        first: dict[tuple[Any, ...], int] = {}
         for i, key in enumerate(item.read_keys(reads)):
-            if key not in seen:
-                seen.add(key)
-                check(LedgerView(self.store, checked, seq + i), seq + i, item.actor, item.payload(i))
+            first.setdefault(key, i)
+        many = many_check_for(item.kind)
+        if many is not None and len(first) > 1:
+            many(LedgerView(self.store, checked, seq), seq, item.actor, [item.payload(i) for i in first.values()])
+            return
+        for i in first.values():
+            check(LedgerView(self.store, checked, seq + i), seq + i, item.actor, item.payload(i))
 
     def ahead(self, item: EntryRows, after: EntryRows | None) -> Ahead | None:
         """Sequence ``item`` now, outside the write lock, as if appended right after ``after`` (whose

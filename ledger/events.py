@@ -121,6 +121,28 @@ def check_for(kind: str) -> Callable[..., None] | None:
     return _CHECKS.get(kind)
 
 
+_MANY_CHECKS: dict[str, Callable[..., None]] = {}
+
+
+def register_many_check(kind: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Decorator: ``fn(view, seq, actor, payloads)`` checks many entries of ``kind`` at once, as its
+    check (``register_check``, which must declare ``reads``) would check each, raising what the
+    check would raise for the first refused one. ``EntryRows`` with more than one distinct value of
+    the fields read are checked by it, at their first seq, with one payload per distinct value."""
+
+    def deco(fn: Callable[..., None]) -> Callable[..., None]:
+        if kind not in _CHECK_READS:
+            raise ValueError(f"kind {kind!r}: register its check, with reads=, before a check of many")
+        _MANY_CHECKS[kind] = fn
+        return fn
+
+    return deco
+
+
+def many_check_for(kind: str) -> Callable[..., None] | None:
+    return _MANY_CHECKS.get(kind)
+
+
 def check_reads(kind: str) -> tuple[str, ...] | None:
     """The payload fields ``kind``'s check declared it reads (``register_check``), if it did."""
     return _CHECK_READS.get(kind)

@@ -64,6 +64,11 @@ REQUEST_DOMAIN: Final = b"mlledger/v1 request-id\x00"
 _SUBJECT_MAX: Final = 512
 
 
+#: Each byte XOR HMAC's ipad and opad (RFC 2104), as ``bytes.translate`` tables.
+_IPAD: Final = bytes(b ^ 0x36 for b in range(256))
+_OPAD: Final = bytes(b ^ 0x5C for b in range(256))
+
+
 class KeyErased(InputError):
     """A decision was to be recorded under a key whose erasure is already on the ledger."""
 
@@ -94,8 +99,8 @@ class SubjectKey:
     def __post_init__(self) -> None:
         key = self.commit_key if len(self.commit_key) <= 64 else sha256(self.commit_key).digest()
         key = key.ljust(64, b"\x00")
-        object.__setattr__(self, "_inner", sha256(bytes(b ^ 0x36 for b in key)))
-        object.__setattr__(self, "_outer", sha256(bytes(b ^ 0x5C for b in key)))
+        object.__setattr__(self, "_inner", sha256(key.translate(_IPAD)))
+        object.__setattr__(self, "_outer", sha256(key.translate(_OPAD)))
 
     @classmethod
     def of(cls, key_id: str, secret: bytes) -> SubjectKey:

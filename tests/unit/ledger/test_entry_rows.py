@@ -475,9 +475,19 @@ class CountingCheck:
 
 @pytest.fixture
 def made_check(monkeypatch: pytest.MonkeyPatch) -> CountingCheck:
+    """The prediction.made check, counted; its check of many (``register_many_check``) records its calls
+    in ``many_calls`` as (seq, view size, actor, payloads)."""
     spy = CountingCheck(events._CHECKS["prediction.made"])
     assert events.check_reads("prediction.made") == ("key_id", "request_id")
     monkeypatch.setitem(events._CHECKS, "prediction.made", spy)
+    many = events._MANY_CHECKS["prediction.made"]
+    spy.many_calls = []  # type: ignore[attr-defined]
+
+    def check_many(view: LedgerView, seq: int, actor: str | None, payloads: list[dict[str, Any]]) -> None:
+        spy.many_calls.append((seq, view.size, actor, [dict(p) for p in payloads]))  # type: ignore[attr-defined]
+        many(view, seq, actor, payloads)
+
+    monkeypatch.setitem(events._MANY_CHECKS, "prediction.made", check_many)
     return spy
 
 
@@ -489,11 +499,18 @@ def test_prediction_made_is_checked_once_per_distinct_key_id_and_request_id(
     size = led.head_size()
     got = led.append_rows(made_rows(payloads))
     assert got.seqs == range(size, size + 10)
-    # the check runs at the first seq of each distinct key, and sees that entry's payload
-    assert [(seq, p["key_id"]) for seq, _n, _a, p in made_check.calls] == [
-        (size, DK), (size + 1, a), (size + 4, b), (size + 8, "dk-" + "1" * 32)]
-    assert all(actor == ACTOR and p == payloads[seq - size] for seq, _n, actor, p in made_check.calls)
+    # the check of many runs once, at the first seq, with the payload of each distinct key's first entry
+    assert made_check.calls == []
+    ((seq, view_size, actor, checked),) = made_check.many_calls  # type: ignore[attr-defined]
+    assert seq == view_size == size and actor == ACTOR
+    assert checked == [payloads[0], payloads[1], payloads[4], payloads[8]]
     assert_written_as_append_many_would(led, got, made_events(payloads))
+    made_check.many_calls.clear()  # type: ignore[attr-defined]
+    # one distinct key: the check itself, at the first seq
+    size = led.head_size()
+    led.append_rows(made_rows([made_payload(i, key_id=a) for i in range(4)]))
+    assert [(seq - size, p["key_id"]) for seq, _n, _a, p in made_check.calls] == [(0, a)]
+    assert made_check.many_calls == []  # type: ignore[attr-defined]
     made_check.calls.clear()
     led.append_many(made_events(payloads[:3]))  # the per-event path checks each event
     assert len(made_check.calls) == 3
@@ -512,7 +529,8 @@ def test_prediction_made_with_a_request_id_in_the_clear_is_refused(led: Ledger, 
     slots = [*MADE_SLOTS, ("request_id", "json")]
     with pytest.raises(InputError, match="request_id is no longer recorded verbatim"):
         led.append_rows(made_rows(later, slots=slots))
-    assert [(seq - size, p["request_id"]) for seq, _n, _a, p in made_check.calls][-2:] == [(0, None), (4, "req-9")]
+    ((seq, _n, _a, checked),) = made_check.many_calls  # type: ignore[attr-defined]
+    assert seq == size and [p["request_id"] for p in checked] == [None, "req-9"]
     with pytest.raises(InputError, match="request_id is no longer recorded verbatim"):
         led.append_many(made_events(later))
     nothing_written(led, size, before)
@@ -532,6 +550,38 @@ def test_prediction_made_under_an_erased_subject_key_is_refused(led: Ledger, key
     got = led.append_rows(made_rows([payloads[0], payloads[1], payloads[4]]))
     assert got.seqs == range(size, size + 3)
     assert led.verify(deep=True, workers=1).ok
+
+
+@pytest.mark.parametrize("erased_at", [0, 499, 500, 1199])
+def test_many_subject_keys_are_checked_together_and_an_erased_one_is_refused(
+        led: Ledger, keys: SubjectKeys, erased_at: int) -> None:
+    """More subject keys than one statement takes (500): the erased one is found wherever it is, named
+    as the per-key check names it; without it, every key is usable and the rows are written."""
+    found = keys.many_for_subjects(f"subject-{i}" for i in range(1200))
+    key_ids = [found[f"subject-{i}"].key_id for i in range(1200)]
+    keys.erase(f"subject-{erased_at}", request_ref="DSR-7", legal_ground="GDPR Art. 17(1)(a)", reason="request",
+               actor="dpo@example.com")
+    size, before = led.head_size(), stored(led)
+    payloads = [made_payload(i, key_id=k) for i, k in enumerate([DK, *key_ids])]
+    with pytest.raises(KeyErased, match=f"key {key_ids[erased_at]} was erased"):
+        led.append_rows(made_rows(payloads))
+    nothing_written(led, size, before)
+    rest = [p for p in payloads if p["key_id"] != key_ids[erased_at]]
+    assert led.append_rows(made_rows(rest)).seqs == range(size, size + 1200)
+    assert led.verify(deep=True, workers=1).ok
+
+
+def test_an_erasure_earlier_in_the_same_batch_refuses_many_keys(led: Ledger, keys: SubjectKeys) -> None:
+    key_ids = [k.key_id for k in keys.many_for_subjects(["dave", "erin", "frank"]).values()]
+    led.append(batch_event(0))
+    size, before = led.head_size(), stored(led)
+    erasure = Event.from_json({"kind": "subject.erased", "actor": "dpo", "subject": f"key:{key_ids[1]}",
+                               "payload": {"key_id": key_ids[1], "request_ref": "DSR-9",
+                                           "legal_ground": "GDPR Art. 17", "reason": "r"}})
+    rows = made_rows([made_payload(i, key_id=k) for i, k in enumerate(key_ids)])
+    with pytest.raises(KeyErased, match=f"key {key_ids[1]} was erased"):
+        led._submit([erasure.prepare(), rows])
+    nothing_written(led, size, before)
 
 
 def test_an_erasure_earlier_in_the_same_batch_refuses_the_rows(led: Ledger, keys: SubjectKeys) -> None:
