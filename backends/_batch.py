@@ -216,9 +216,8 @@ def _decisions(actor: str, subject: str, common: dict[str, Any], part: dict[str,
     by_name = {"input_commitment": [c.encode() for c in commitments],
                "key_id": [one_key] * len(key_ids) if one_key else [key_json[k] for k in key_ids],
                "label": label_slot[1], "score": score_slot[1]}
-    return EntryRows("prediction.made", actor, subject, fmt, list(zip(*[by_name[name] for name in order], strict=True)),
-                     const=const, values={"input_commitment": commitments, "key_id": key_ids, "label": labels,
-                                          "score": recorded})
+    return EntryRows("prediction.made", actor, subject, fmt, order,
+                     list(zip(*[by_name[name] for name in order], strict=True)))
 
 
 def _append(led: Ledger, decisions: EntryRows | list[Event]) -> Sequence[Receipt]:
@@ -393,8 +392,13 @@ def _predict_file(scorer: Scorer, source: Path, output: Path, *, subject_column:
                           "deployed_seq": d.deployed_seq, "latency_ms": latency_ms, "automated_decision": automated,
                           "sealed": scorer.seal}
                 decisions = _decisions(scorer.actor, f"model:{d.ref}", common, part, labels, scores)
-                if isinstance(decisions, EntryRows) and (last_rows is not None or pending is None):
-                    led.sequence_ahead(decisions, after=last_rows)  # here, while the chunk before is written
+                if isinstance(decisions, EntryRows):  # sequenced here, while the chunk before is written
+                    if last_rows is None:
+                        settle()  # nothing to build on but the ledger's last commit
+                    led.sequence_ahead(decisions, after=last_rows)
+                    if decisions.ahead is None and last_rows is not None and last_rows.ahead is not None:
+                        settle()  # the chunk before was not written where it assumed: build on where it was
+                        led.sequence_ahead(decisions)
                 last_rows = decisions if isinstance(decisions, EntryRows) else None
                 settle()
                 pending = (writer.submit(_append, led, decisions), part)
@@ -423,12 +427,16 @@ def _predict_file(scorer: Scorer, source: Path, output: Path, *, subject_column:
                 scorer.keys.store_sealed(to_seal)
         _write_output(parts, tmp_out, out_fmt, batch_seq)
         os.replace(tmp_out, output)
-    except MlledgerError as exc:
+    except Exception as exc:
+        if pending is not None and pending[0].exception() is None:
+            settle()  # the chunk in flight was committed: it counts among the recorded rows
         if first_seq is None or batch_commitment:
             raise
-        raise type(exc)(f"{exc}; the first {entries:,} rows were already recorded, at seqs {first_seq}.."
-                        f"{first_seq + entries - 1}, and no output was written: score only the remaining rows "
-                        "again") from None
+        mine = isinstance(exc, MlledgerError)
+        raise (type(exc) if mine else MlledgerError)(
+            f"{exc if mine else f'{type(exc).__name__}: {exc}'}; the first {entries:,} rows were already "
+            f"recorded, at seqs {first_seq}..{first_seq + entries - 1}, and no output was written: score only the "
+            "remaining rows again") from (None if mine else exc)
     finally:
         if pending is not None:  # failing already: let a chunk in flight finish; report the first error
             pending[0].exception()
@@ -495,7 +503,7 @@ def _write_output(parts: list[dict[str, Any]], path: Path, fmt: str, batch_seq: 
     names = list(parts[0])
     try:
         table = pa.concat_tables([pa.table({name: column(p[name]) for name in names}) for p in parts],
-                                 promote_options="default")
+                                 promote_options="permissive")  # (as one array of all rows would type them)
     except (pa.ArrowInvalid, pa.ArrowTypeError):
         import pandas as pd
 

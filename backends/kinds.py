@@ -148,18 +148,16 @@ def _check_prediction(view: LedgerView, seq: int, actor: str | None, payload: di
 
 @register_many_check("prediction.made")
 def _check_predictions(view: LedgerView, seq: int, actor: str | None, payloads: list[dict[str, Any]]) -> None:
-    """``_check_prediction`` of each payload, with the subject keys looked up together."""
+    """``_check_prediction`` of each payload in turn, with the subject keys looked up together."""
+    subject_keys = [p["key_id"] for p in payloads if p["key_id"].startswith("sk-")]
+    usable = view.usable_keys(subject_keys) if len(subject_keys) > 1 else (
+        set(subject_keys) if subject_keys and view.key_usable(subject_keys[0]) else set())
     for payload in payloads:
         if payload.get("request_id") is not None:
             raise InputError("prediction.made: request_id is no longer recorded verbatim (a client-chosen string "
                              "could be personal data); record request_ref, its keyed HMAC (FORMAT.md 3.14)")
-    subject_keys = [p["key_id"] for p in payloads if p["key_id"].startswith("sk-")]
-    if not subject_keys:
-        return
-    usable = view.usable_keys(subject_keys) if len(subject_keys) > 1 else (
-        set(subject_keys) if view.key_usable(subject_keys[0]) else set())
-    for key_id in subject_keys:
-        if key_id not in usable:
+        key_id = payload["key_id"]
+        if key_id.startswith("sk-") and key_id not in usable:
             from ledger.privacy import KeyErased
 
             raise KeyErased(f"key {key_id} was erased; the decision must be recorded under the subject's new key")

@@ -116,6 +116,9 @@ class Sequencer:
         seq, end_ts = size, last_ts  # (end_ts: the time of the last entry)
         plans: dict[str, Callable[[Tx, EntryPrefix, int], None] | None] = {}
         for pre in batch:
+            if type(pre) is EntryRows and (payload_model(pre.kind).GOVERNED or pre.kind.startswith("key.")):
+                raise InputError(f"kind: {pre.kind} cannot be appended as rows (its guards and key history check "
+                                 "each entry); use append_many")
             if (type(pre) is EntryRows and seq == size and (ahead := pre.ahead) is not None
                     and ahead.fits(seq, prev, last_ts)):
                 # sequenced ahead of the lock (``ahead``) after the tail that is there: write its rows
@@ -127,8 +130,7 @@ class Sequencer:
                 out.frontier = frontier = ahead.frontier.copy()
                 receipts.append(Receipts(seq, ahead.leaves, ahead.ts))
                 seq, prev, end_ts = seq + len(ahead.leaves), ahead.leaves[-1], ahead.ts_us
-                if ts_us < end_ts:  # entries after it are never earlier
-                    ts_us, ts = end_ts, ahead.ts
+                ts_us, ts = end_ts, ahead.ts  # one time for the whole transaction (not before the tail's)
                 continue
             end_ts = ts_us
             if type(pre) is EntryRows:
@@ -184,9 +186,7 @@ class Sequencer:
         if check is None:
             return
         assert reads is not None
-        first: dict[tuple[Any, ...], int] = {}
-        for i, key in enumerate(item.read_keys(reads)):
-            first.setdefault(key, i)
+        first = item.cases(reads)
         many = many_check_for(item.kind)
         if many is not None and len(first) > 1:
             many(LedgerView(self.store, checked, seq), seq, item.actor, [item.payload(i) for i in first.values()])
@@ -198,14 +198,18 @@ class Sequencer:
         """Sequence ``item`` now, outside the write lock, as if appended right after ``after`` (whose
         ``ahead`` is set) or, with None, after this sequencer's last committed write: entry bytes, leaf
         hashes and Merkle nodes. ``write`` uses them if the tail it finds under the lock is the one
-        assumed, and sequences ``item`` again otherwise. None when ``after`` was not sequenced ahead
-        or the kind checks each entry."""
+        assumed, and sequences ``item`` again otherwise. None when the kind checks each entry, or
+        ``after`` was not sequenced ahead or, as this sequencer's last commit shows, was not written
+        where it assumed (then there is nothing to build on: sequence ``item`` after that commit,
+        with ``after`` None, once ``after`` is committed)."""
         if check_for(item.kind) is not None and check_reads(item.kind) is None:
             return None
         if after is not None:
-            if after.ahead is None:
-                return None
             base = after.ahead
+            cache = self._cache
+            if base is None or (cache is not None and cache[0] >= base.size and cache[:2] != (base.size, base.prev)
+                                and cache[:2] != (base.end, base.leaves[-1])):
+                return None  # ``after`` was not sequenced ahead, or was not written (or not next) as assumed
             size, prev, frontier, last_ts = base.end, base.leaves[-1], base.frontier, base.ts_us
         elif (cache := self._cache) is not None:
             size, prev, frontier, last_ts = cache
@@ -278,9 +282,10 @@ def _format_rows(item: EntryRows, seq: int, prev: bytes, ts: str, ts_us: int, ro
     cap = MAX_PAYLOAD_BYTES + item.overhead(ts)  # (a longer entry may still fit: its seq has digits)
     sha, leaf_prefix, kind, subject = hashlib.sha256, _LEAF, item.kind, item.subject
     prev_row = bytearray(prev)
+    first = seq - (only or 0)  # the seq of row 0
     for row in item.rows if only is None else item.rows[only : only + 1]:
         data = fmt % (*row, hexlify(prev), seq)
-        if len(data) > cap and (error := item.too_large(bytes(data), seq, ts)) is not None:
+        if len(data) > cap and (error := item.too_large(bytes(data), seq, ts, seq - first)) is not None:
             raise error
         leaf = sha(leaf_prefix + data).digest()
         leaf_row = bytearray(leaf)

@@ -12,8 +12,10 @@ on demand.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any, overload
+
+import orjson
 
 from ledger._store import Receipt
 from ledger.canonical import MAX_PAYLOAD_BYTES, _head, _name
@@ -26,31 +28,19 @@ __all__ = ["EntryRows", "Receipts"]
 class EntryRows:
     """``len(rows)`` entries: entry ``i`` has payload ``payload_format % rows[i]``.
 
-    ``payload_format`` and the slot order of each row come from ``row_format(const, slots)``, and
-    the caller vouches, as for ``ledger.canonical.prefix``, that each value fits its slot's kind
-    and that each payload is a valid payload of ``kind``. ``values`` holds the same per-entry
-    values as a reader of the stored entry sees them (name -> one value per entry), and ``const``
-    the fields every payload shares: the kind's check reads them (``payload``).
+    ``payload_format`` and ``slots``, the names of the fields each row's values fill in that order,
+    come from ``row_format(const, slots)``; the caller vouches, as for ``ledger.canonical.prefix``,
+    that each value fits its slot's kind and that each payload is a valid payload of ``kind``. The
+    kind's check sees each payload as its stored bytes decode (``payload``), never a copy the caller
+    keeps beside them.
     """
 
-    __slots__ = (
-        "actor",
-        "ahead",
-        "const",
-        "head",
-        "kind",
-        "payload_format",
-        "rows",
-        "subject",
-        "subject_json",
-        "values",
-    )
+    __slots__ = ("actor", "ahead", "head", "kind", "payload_format", "rows", "slots", "subject", "subject_json")
 
-    def __init__(self, kind: str, actor: str, subject: str | None, payload_format: bytes,
-                 rows: Sequence[tuple[Any, ...]], *, const: Mapping[str, Any],
-                 values: Mapping[str, Sequence[Any]]) -> None:
-        if any(len(v) != len(rows) for v in values.values()):
-            raise ValueError("EntryRows: each of values must hold one value per row")
+    def __init__(self, kind: str, actor: str, subject: str | None, payload_format: bytes, slots: Sequence[str],
+                 rows: Sequence[tuple[Any, ...]]) -> None:
+        if len(set(slots)) != len(slots) or any(len(row) != len(slots) for row in rows[:1]):
+            raise ValueError("EntryRows: slots must name each value of a row once")
         check_name(actor, "actor")  # as an Event does: verification refuses what it refuses
         if subject is not None:
             check_name(subject, "subject")
@@ -58,9 +48,8 @@ class EntryRows:
         self.head = _head(kind, actor)
         self.subject_json = _name(subject, "subject")
         self.payload_format = payload_format
+        self.slots = tuple(slots)
         self.rows = rows
-        self.const = dict(const)
-        self.values = dict(values)
         #: Set by ``Ledger.sequence_ahead``: these entries sequenced outside the write lock.
         self.ahead: Any = None
 
@@ -68,13 +57,19 @@ class EntryRows:
         return len(self.rows)
 
     def payload(self, i: int) -> dict[str, Any]:
-        """The payload of entry ``i`` as a reader of its stored bytes sees it."""
-        return {**self.const, **{name: v[i] for name, v in self.values.items()}}
+        """The payload of entry ``i``, decoded from its bytes (as a reader of the entry sees it)."""
+        return orjson.loads(self.payload_format % self.rows[i])  # type: ignore[no-any-return]
 
-    def read_keys(self, fields: Sequence[str]) -> Iterator[tuple[Any, ...]]:
-        """For each entry, the values of ``fields`` (constant or per entry)."""
-        cols = [self.values[f] if f in self.values else [self.const.get(f)] * len(self.rows) for f in fields]
-        return zip(*cols, strict=True)
+    def cases(self, fields: Sequence[str]) -> dict[tuple[Any, ...], int]:
+        """The index of the first entry of each distinct value of ``fields`` (keyed by their slot
+        values; a field that is not a slot is the same in every entry)."""
+        at = [self.slots.index(f) for f in fields if f in self.slots]
+        first: dict[tuple[Any, ...], int] = {}
+        if not at:
+            return {(): 0} if self.rows else {}
+        for i, key in enumerate(zip(*[[row[j] for row in self.rows] for j in at], strict=True)):
+            first.setdefault(key, i)
+        return first
 
     def entry_format(self, ts: str) -> bytes:
         """A %-format of the whole entry at time ``ts``: takes a row's slot values, then ``prev`` (hex,
@@ -87,13 +82,15 @@ class EntryRows:
         return len(self.head) + len(b',"prev":"') + 64 + len(b'","seq":,"subject":') + len(self.subject_json) + len(
             b',"ts":"') + len(ts) + len(b'","v":1}')
 
-    def too_large(self, data: bytes, seq: int, ts: str) -> InputError | None:
-        """The error for entry ``data`` at ``seq`` if its payload is over the limit."""
+    def too_large(self, data: bytes, seq: int, ts: str, row: int | None = None) -> InputError | None:
+        """The error for entry ``data`` (of row ``row``) at ``seq`` if its payload is over the limit."""
         size = len(data) - self.overhead(ts) - len(str(seq))
         if size <= MAX_PAYLOAD_BYTES:
             return None
-        return InputError(f"payload of the {self.kind} entry at seq {seq}: {size} bytes is over the "
-                          f"{MAX_PAYLOAD_BYTES}-byte limit; store large content as an artifact and record its hash")
+        which = "" if row is None else f"row {row} of {len(self.rows)}, "
+        return InputError(f"payload of the {self.kind} entry at seq {seq} ({which}nothing of these rows was "
+                          f"written): {size} bytes is over the {MAX_PAYLOAD_BYTES}-byte limit; store large content "
+                          "as an artifact and record its hash")
 
 
 class Receipts(Sequence[Receipt]):

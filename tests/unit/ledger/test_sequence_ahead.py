@@ -6,6 +6,7 @@ recomputed from scratch, and the kind's check runs under the lock. On SQLite and
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -35,8 +36,7 @@ def batch_rows(start: int, n: int) -> EntryRows:
     fmt, order = row_format(BATCH_CONST, [("count", "int")], where="test")
     assert order == ["count"]
     counts = list(range(start + 1, start + n + 1))
-    return EntryRows("prediction.batch", ACTOR, SUBJECT, fmt, [(c,) for c in counts], const=BATCH_CONST,
-                     values={"count": counts})
+    return EntryRows("prediction.batch", ACTOR, SUBJECT, fmt, order, [(c,) for c in counts])
 
 
 def decision_rows(key_ids: list[str], *, request_id: str | None = None) -> EntryRows:
@@ -46,8 +46,7 @@ def decision_rows(key_ids: list[str], *, request_id: str | None = None) -> Entry
     fmt, order = row_format(const, [("input_commitment", "ascii"), ("key_id", "json")], where="test")
     commitments = [f"{i:064x}" for i in range(len(key_ids))]
     by = {"input_commitment": [c.encode() for c in commitments], "key_id": [orjson.dumps(k) for k in key_ids]}
-    return EntryRows("prediction.made", ACTOR, SUBJECT, fmt, list(zip(*[by[n] for n in order], strict=True)),
-                     const=const, values={"input_commitment": commitments, "key_id": key_ids})
+    return EntryRows("prediction.made", ACTOR, SUBJECT, fmt, order, list(zip(*[by[n] for n in order], strict=True)))
 
 
 class FormatSpy:
@@ -187,6 +186,21 @@ def test_rows_sequenced_ahead_behind_another_group_s_entries_are_sequenced_again
     check_ledger(led)
 
 
+def test_entries_committed_with_rows_sequenced_ahead_share_their_time(led: Ledger) -> None:
+    """The rows keep the time they were sequenced at (not earlier than the tail's); entries of other
+    callers committed in the same transaction get that time too (FORMAT.md 2.3)."""
+    rows = batch_rows(0, 3)
+    led.sequence_ahead(rows)
+    assert rows.ahead is not None
+    time.sleep(0.02)
+    pre = Event(PredictionBatch(**BATCH_CONST, count=77), actor=ACTOR, subject=SUBJECT).prepare()
+    receipts, receipt = led._submit([rows, pre])
+    assert receipts.first == 1 and receipt.seq == 4
+    stamps = {orjson.loads(raw)["ts"] for _s, _h, _p, raw in stored(led)[0][1:]}
+    assert stamps == {rows.ahead.ts} and receipt.ts == receipts.ts == rows.ahead.ts
+    check_ledger(led, proofs=False)
+
+
 def test_a_key_erased_after_sequencing_ahead_is_refused_under_the_lock(any_url: str, tmp_path: Path) -> None:
     led = make_ledger(any_url)
     try:
@@ -217,9 +231,8 @@ def test_a_decision_with_a_request_id_in_the_clear_is_refused_though_sequenced_a
 def test_a_payload_over_the_limit_is_refused_when_sequenced_ahead(led: Ledger) -> None:
     fmt, _ = row_format({}, [("blob", "json")])
     over = orjson.dumps("x" * (MAX_PAYLOAD_BYTES - len(fmt % (b'""',)) + 1))
-    rows = EntryRows("prediction.batch", ACTOR, SUBJECT, fmt, [(b'"ok"',), (over,)], const={},
-                     values={"blob": ["ok", "x"]})
-    with pytest.raises(InputError, match=r"seq 2: .*over the \d+-byte limit"):
+    rows = EntryRows("prediction.batch", ACTOR, SUBJECT, fmt, ["blob"], [(b'"ok"',), (over,)])
+    with pytest.raises(InputError, match=r"seq 2 \(row 1 of 2, .*over the \d+-byte limit"):
         led.sequence_ahead(rows)
     assert led.head_size() == 1
 
