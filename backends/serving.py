@@ -178,6 +178,31 @@ def recorded_score(score: float | None) -> float | None:
     return None if score is None else round(score, SCORE_DECIMALS)
 
 
+def recorded_scores(scores: list[float | None]) -> list[float | None]:
+    """``recorded_score`` of each score, vectorised where that is exact.
+
+    ``round(x, 2)`` is the nearest integer n to ``x * 100`` (ties to even), as a float ``n / 100``
+    (IEEE division of two exact integers is correctly rounded, as ``round`` parses its decimal
+    result). numpy computes ``x * 100`` with one rounding, which can move the result across a tie
+    only when it lies within a few ulps of one; those elements, and large or non-float ones, are
+    rounded by ``round`` itself. tests/unit/backends/test_batch_fast_path.py holds the two equal.
+    """
+    import numpy as np
+
+    if not scores or set(map(type, scores)) != {float}:
+        return [recorded_score(s) for s in scores]
+    a = np.fromiter(scores, np.float64, len(scores))
+    scale = 10.0**SCORE_DECIMALS
+    with np.errstate(over="ignore", invalid="ignore"):  # (those elements are rounded by ``round``)
+        y = a * scale
+        out = np.rint(y) / scale
+        near = ~(np.abs(y) < 1e9) | (np.abs(np.abs(y - np.floor(y)) - 0.5) < 1e-6)
+    result: list[float | None] = out.tolist()
+    for i in np.flatnonzero(near).tolist():
+        result[i] = round(scores[i], SCORE_DECIMALS)  # type: ignore[arg-type]
+    return result
+
+
 def _plain(v: Any) -> Any:
     """numpy scalars to JSON types."""
     if hasattr(v, "item"):

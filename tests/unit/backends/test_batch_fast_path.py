@@ -26,9 +26,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from backends._batch import _append, _decisions, _input_bytes, _inputs, _records
+from backends._batch import _append, _decisions, _input_bytes, _inputs, _lower_hex, _records
 from backends.kinds import PredictionMade
-from backends.serving import recorded_score
+from backends.serving import recorded_score, recorded_scores
 from ledger.canonical import MAX_SAFE_INT, encode, entry_bytes
 from ledger.entry_rows import EntryRows
 from ledger.errors import InputError
@@ -381,3 +381,29 @@ def test_decisions_with_a_control_character_actor_fail_deep_verification(tmp_pat
         assert led.head_size() == size
     finally:
         led.close()
+
+
+@pytest.mark.parametrize(("text", "hex_"), [("", True), ("0123456789abcdef", True), ("0A", False), ("g", False),
+                                            ("é", False), ("0x", False), (" 0", False), ("\u0660", False),
+                                            ("ab\x00", False), ("f" * 640, True)])
+def test_lower_hex(text: str, hex_: bool) -> None:
+    assert _lower_hex(text) is hex_
+
+
+def test_an_uppercase_commitment_is_refused_as_the_reference_refuses_it() -> None:
+    _check_same_error([1, 0], [0.5, 0.5], None, commitments=["0" * 64, "A" * 64])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(st.floats(), st.floats(-2, 2), st.integers(-400, 400).map(lambda k: k / 200),
+                          st.integers(-10**12, 10**12).map(lambda k: k / 1000 + 0.005)), max_size=50))
+def test_recorded_scores_round_each_score_as_recorded_score(scores: list[float]) -> None:
+    """The vectorised rounding gives ``round(x, SCORE_DECIMALS)`` exactly: ties (k/200), values whose
+    scaled product lands near a tie, huge, tiny, negative zero, NaN and infinities."""
+    got = recorded_scores(list(scores))
+    assert [repr(g) for g in got] == [repr(recorded_score(s)) for s in scores]
+
+
+@pytest.mark.parametrize("scores", [[None, 0.5], [1, 0.5], [np.float64(0.125)], [True, 0.333], []])
+def test_recorded_scores_of_other_types_round_one_by_one(scores: list[Any]) -> None:
+    assert [repr(g) for g in recorded_scores(scores)] == [repr(recorded_score(s)) for s in scores]

@@ -51,6 +51,7 @@ def test_commit_encoded_is_hmac_sha256_for_any_key_and_message(commit_key: bytes
     assert key.commit_encoded(data) == want
     assert key.commit_encoded(data) == want  # again: the keyed states were copied, not updated
     assert key.commit_encoded(data + b"x") != want
+    assert key.commit_many([data, data + b"x", data]) == [want, key.commit_encoded(data + b"x"), want]
 
 
 @given(st.dictionaries(st.text(min_size=1, max_size=8), st.integers(-(2**53) + 1, 2**53 - 1), min_size=1))
