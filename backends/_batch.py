@@ -353,6 +353,7 @@ def _predict_file(scorer: Scorer, source: Path, output: Path, *, subject_column:
     writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlledger-batch")
     pending: tuple[Future[Sequence[Receipt]], dict[str, Any]] | None = None
     last_rows: EntryRows | None = None  # the chunk before, if appended as rows
+    spans: list[list[int]] = []  # the seqs recorded, as [first, last] runs (others may append between chunks)
 
     def settle() -> None:
         nonlocal pending, entries, first_seq
@@ -363,6 +364,11 @@ def _predict_file(scorer: Scorer, source: Path, output: Path, *, subject_column:
             entries += len(receipts)
             first_seq = receipts[0].seq if first_seq is None else first_seq
             part["seq"] = receipts.seqs if isinstance(receipts, Receipts) else [r.seq for r in receipts]
+            lo, hi = part["seq"][0], part["seq"][-1]  # (a chunk's seqs are contiguous; chunks need not be)
+            if spans and spans[-1][1] + 1 == lo:
+                spans[-1][1] = hi
+            else:
+                spans.append([lo, hi])
 
     try:
         done = 0
@@ -397,15 +403,13 @@ def _predict_file(scorer: Scorer, source: Path, output: Path, *, subject_column:
                           "deployed_seq": d.deployed_seq, "latency_ms": latency_ms, "automated_decision": automated,
                           "sealed": scorer.seal}
                 decisions = _decisions(scorer.actor, f"model:{d.ref}", common, part, labels, scores)
-                if isinstance(decisions, EntryRows):  # sequenced here, while the chunk before is written
-                    if last_rows is None:
-                        settle()  # nothing to build on but the ledger's last commit
-                    led.sequence_ahead(decisions, after=last_rows)
-                    if decisions.ahead is None and last_rows is not None and last_rows.ahead is not None:
-                        settle()  # the chunk before was not written where it assumed: build on where it was
-                        led.sequence_ahead(decisions)
-                last_rows = decisions if isinstance(decisions, EntryRows) else None
+                rows = decisions if isinstance(decisions, EntryRows) else None
+                if rows is not None and (last_rows is not None or pending is None):
+                    led.sequence_ahead(rows, after=last_rows)  # here, while the chunk before is written
                 settle()
+                if rows is not None:  # the chunk before is committed: kept if it still fits, else built on it
+                    led.sequence_ahead(rows)
+                last_rows = rows
                 pending = (writer.submit(_append, led, decisions), part)
             if scorer.seal and rec_fh is None:
                 settle()  # inputs are stored only for committed decisions
@@ -432,16 +436,18 @@ def _predict_file(scorer: Scorer, source: Path, output: Path, *, subject_column:
                 scorer.keys.store_sealed(to_seal)
         _write_output(parts, tmp_out, out_fmt, batch_seq)
         os.replace(tmp_out, output)
-    except Exception as exc:
+    except BaseException as exc:
         if pending is not None and pending[0].exception() is None:
             settle()  # the chunk in flight was committed: it counts among the recorded rows
         if first_seq is None or batch_commitment:
             raise
+        report = _recorded_report(entries, total, spans)
+        if not isinstance(exc, Exception):  # Ctrl-C and the like keep their meaning, with the report
+            exc.add_note(f"mlledger: {report}")
+            raise
         mine = isinstance(exc, MlledgerError)
         raise (type(exc) if mine else MlledgerError)(
-            f"{exc if mine else f'{type(exc).__name__}: {exc}'}; the first {entries:,} rows were already "
-            f"recorded, at seqs {first_seq}..{first_seq + entries - 1}, and no output was written: score only the "
-            "remaining rows again") from (None if mine else exc)
+            f"{exc if mine else f'{type(exc).__name__}: {exc}'}; {report}") from (None if mine else exc)
     finally:
         if pending is not None:  # failing already: let a chunk in flight finish; report the first error
             pending[0].exception()
@@ -453,6 +459,16 @@ def _predict_file(scorer: Scorer, source: Path, output: Path, *, subject_column:
                 t.unlink()
     return BatchResult(done, entries, first_seq, batch_seq, root, output, records_path,
                        time.perf_counter() - start)
+
+
+def _recorded_report(entries: int, total: int, spans: list[list[int]]) -> str:
+    """What a failed per-row run had recorded (chunks are committed in order)."""
+    where = ", ".join(f"{a}..{b}" if a != b else str(a) for a, b in spans)
+    if entries == total:
+        return (f"all {total:,} rows were recorded, at seqs {where}, but no output was written: do not score the "
+                "file again; their seqs are on the ledger (mlledger log --kind prediction.made)")
+    return (f"the first {entries:,} rows were already recorded, at seqs {where}, and no output was written: "
+            "score only the remaining rows again")
 
 
 def _record_lines(part: dict[str, Any]) -> list[bytes]:

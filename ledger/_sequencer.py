@@ -212,6 +212,8 @@ class Sequencer:
                 return None  # ``after`` was not sequenced ahead, or was not written (or not next) as assumed
             size, prev, frontier, last_ts = base.end, base.leaves[-1], base.frontier, base.ts_us
         elif (cache := self._cache) is not None:
+            if item.ahead is not None and cache[:2] == (item.ahead.size, item.ahead.prev):
+                return item.ahead  # (sequenced ahead already, and still after this sequencer's last commit)
             size, prev, frontier, last_ts = cache
         else:  # the tail as committed now
             with self.store.engine.connect() as conn, conn.begin():

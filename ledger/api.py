@@ -278,7 +278,9 @@ class Ledger(_CheckpointsMixin):
         """Do the sequencing work of ``rows`` now, outside the write lock, for an ``append_rows``
         expected right after that of ``after`` (or after this ledger's last append), so that a
         pipeline prepares chunk N+1 while chunk N is written. If the tail found under the lock is
-        not the one assumed, ``rows`` is sequenced again there (the same entries, no time saved)."""
+        not the one assumed, ``rows`` is sequenced again there (the same entries, no time saved).
+        Called again without ``after`` once chunk N is committed, it keeps what was done if that
+        still follows the last commit, and otherwise sequences ``rows`` after it."""
         rows.ahead = self._seq.ahead(rows, after)
 
     def _submit(self, prefixes: Sequence[EntryPrefix | EntryRows]) -> list[Any]:

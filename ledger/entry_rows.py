@@ -13,7 +13,7 @@ on demand.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, overload
+from typing import TYPE_CHECKING, Any, overload
 
 import orjson
 
@@ -21,6 +21,9 @@ from ledger._store import Receipt
 from ledger.canonical import MAX_PAYLOAD_BYTES, _head, _name
 from ledger.errors import InputError
 from ledger.events import check_name
+
+if TYPE_CHECKING:
+    from ledger._sequencer import Ahead
 
 __all__ = ["EntryRows", "Receipts"]
 
@@ -32,14 +35,16 @@ class EntryRows:
     come from ``row_format(const, slots)``; the caller vouches, as for ``ledger.canonical.prefix``,
     that each value fits its slot's kind and that each payload is a valid payload of ``kind``. The
     kind's check sees each payload as its stored bytes decode (``payload``), never a copy the caller
-    keeps beside them.
+    keeps beside them. Rows are grouped for the check by their slot values, so a "json" value must
+    be exactly one canonical JSON value (one that spliced in a second key could hide it from the
+    check; deep verification refuses such bytes).
     """
 
     __slots__ = ("actor", "ahead", "head", "kind", "payload_format", "rows", "slots", "subject", "subject_json")
 
     def __init__(self, kind: str, actor: str, subject: str | None, payload_format: bytes, slots: Sequence[str],
                  rows: Sequence[tuple[Any, ...]]) -> None:
-        if len(set(slots)) != len(slots) or any(len(row) != len(slots) for row in rows[:1]):
+        if len(set(slots)) != len(slots) or (rows and set(map(len, rows)) != {len(slots)}):
             raise ValueError("EntryRows: slots must name each value of a row once")
         check_name(actor, "actor")  # as an Event does: verification refuses what it refuses
         if subject is not None:
@@ -51,7 +56,7 @@ class EntryRows:
         self.slots = tuple(slots)
         self.rows = rows
         #: Set by ``Ledger.sequence_ahead``: these entries sequenced outside the write lock.
-        self.ahead: Any = None
+        self.ahead: Ahead | None = None
 
     def __len__(self) -> int:
         return len(self.rows)

@@ -82,8 +82,9 @@ def test_a_failure_reports_every_recorded_row_including_the_chunk_in_flight(
     assert led.verify(deep=True, workers=1).ok
 
 
+@pytest.mark.parametrize("by", ["this ledger", "another connection"])
 def test_another_append_between_chunks_costs_one_chunk_sequenced_again(
-        scoring: tuple[Ledger, Scorer, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+        scoring: tuple[Ledger, Scorer, Path], monkeypatch: pytest.MonkeyPatch, by: str) -> None:
     led, scorer, source = scoring
     under_lock = [0]  # rows formatted on the writer thread, i.e. sequenced again under the write lock
     original = sequencer._format_rows
@@ -102,7 +103,11 @@ def test_another_append_between_chunks_costs_one_chunk_sequenced_again(
     def predict_frame(inputs: Any) -> Any:
         calls[0] += 1
         if calls[0] == 3:  # after chunk 2 was sequenced ahead, before it or chunk 3 is written
-            led.append(other)
+            if by == "this ledger":
+                led.append(other)
+            else:  # a writer this process's sequencer knows nothing of
+                with Ledger.open(str(source.parent / ".mlledger")) as second:
+                    second.append(other)
         return real(inputs)
 
     monkeypatch.setattr(scorer, "predict_frame", predict_frame)
@@ -122,3 +127,65 @@ def test_another_append_between_chunks_costs_one_chunk_sequenced_again(
     ts = [e.ts for e in led.iter(start=before)]
     assert ts == sorted(ts)
     assert led.verify(deep=True, workers=1).ok
+
+
+def test_the_report_names_the_recorded_seqs_when_another_writer_appended_between_chunks(
+        scoring: tuple[Ledger, Scorer, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    led, scorer, source = scoring
+    real, calls = scorer.predict_frame, [0]
+
+    def predict_frame(inputs: Any) -> Any:
+        calls[0] += 1
+        if calls[0] == 3:
+            with Ledger.open(str(source.parent / ".mlledger")) as second:
+                second.append(Event(PredictionBatch(model="credit@1", artifact_sha256="ab" * 32, stage="production",
+                                                    deployed_seq=1, count=1, root="cd" * 32, records_sha256="ef" * 32,
+                                                    automated_decision=True), actor="other@example.com"))
+        if calls[0] == 5:
+            raise InputError("model refused")
+        return real(inputs)
+
+    monkeypatch.setattr(scorer, "predict_frame", predict_frame)
+    before = led.head_size()
+    with pytest.raises(InputError) as exc:
+        predict_file(scorer, source, source.with_name("out.csv"), chunk_rows=CHUNK)
+    made = [e.seq for e in led.iter(start=before, kind="prediction.made")]
+    assert len(made) == 4 * CHUNK
+    runs, start = [], made[0]
+    for a, b in zip(made, [*made[1:], None], strict=True):
+        if b != a + 1:
+            runs.append(f"{start}..{a}")
+            start = b
+    assert len(runs) == 2  # the other writer's entry lies between two chunks
+    assert f"the first 800 rows were already recorded, at seqs {', '.join(runs)}, and no output" in str(exc.value)
+
+
+def test_ctrl_c_keeps_its_meaning_and_carries_the_report(
+        scoring: tuple[Ledger, Scorer, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    led, scorer, source = scoring
+    failing_on(scorer, 3, KeyboardInterrupt(), monkeypatch)
+    before = led.head_size()
+    with pytest.raises(KeyboardInterrupt) as exc:
+        predict_file(scorer, source, source.with_name("out.csv"), chunk_rows=CHUNK)
+    assert led.head_size() - before == 2 * CHUNK
+    notes = getattr(exc.value, "__notes__", [])
+    assert any(f"the first 400 rows were already recorded, at seqs {before}..{before + 399}" in n for n in notes), notes
+
+
+def test_a_failure_after_every_row_was_recorded_says_not_to_score_again(
+        scoring: tuple[Ledger, Scorer, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    import backends._batch as batch
+
+    led, scorer, source = scoring
+
+    def no_space(*_args: Any) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(batch, "_write_output", no_space)
+    before = led.head_size()
+    with pytest.raises(MlledgerError) as exc:
+        predict_file(scorer, source, source.with_name("out.csv"), chunk_rows=CHUNK)
+    assert led.head_size() - before == 1000
+    message = str(exc.value)
+    assert "No space left on device" in message and "all 1,000 rows were recorded" in message
+    assert "do not score the file again" in message and "remaining rows" not in message

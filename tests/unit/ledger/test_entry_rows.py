@@ -260,7 +260,8 @@ def test_a_name_that_is_not_utf8_is_refused_at_construction(field: str) -> None:
         EntryRows("prediction.batch", actor, subject, fmt, ["n"], [(1,)])
 
 
-@pytest.mark.parametrize(("slots", "rows"), [(["n", "n"], [(1, 1)]), (["n"], [(1, 2)]), (["n", "m"], [(1,)])])
+@pytest.mark.parametrize(("slots", "rows"), [(["n", "n"], [(1, 1)]), (["n"], [(1, 2)]), (["n", "m"], [(1,)]),
+                                             (["n"], [(1,), (2,), ()]), (["n"], [(1,), (2, 3)])])
 def test_slots_that_do_not_name_each_value_of_a_row_once_raise_value_error(slots: list[str],
                                                                            rows: list[tuple[Any, ...]]) -> None:
     fmt, _ = row_format({}, [("n", "int")])
