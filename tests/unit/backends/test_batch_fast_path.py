@@ -1,7 +1,7 @@
 """The batch scoring fast path (``backends._batch``) writes the bytes, or raises the errors, of the reference path.
 
-- ``_input_bytes(inputs)`` is None or exactly ``[encode(r) for r in _records(inputs)]``;
-- ``_decisions(...)`` gives, per row, the entry bytes (as ``EntryRows.entry_format`` completes them),
+- ``input_bytes(inputs)`` is None or exactly ``[encode(r) for r in _records(inputs)]``;
+- ``decisions(...)`` gives, per row, the entry bytes (as ``EntryRows.entry_format`` completes them),
   the payload a check sees and the actor of
   ``Event(PredictionMade.model_validate({...}), actor=..., subject=...).prepare()``, and raises where
   that raises (nothing is handed to the ledger).
@@ -26,7 +26,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from backends._batch import _append, _decisions, _input_bytes, _inputs, _lower_hex, _records
+from backends._batch import _inputs, _records
+from backends._batch_encode import append_decisions, decisions, input_bytes, lower_hex
 from backends.kinds import PredictionMade
 from backends.serving import recorded_score, recorded_scores
 from ledger.canonical import MAX_SAFE_INT, encode, entry_bytes
@@ -35,7 +36,7 @@ from ledger.errors import InputError
 from ledger.events import Event
 from tests.conftest import make_ledger
 
-# -- _input_bytes --------------------------------------------------------------------------------------
+# -- input_bytes --------------------------------------------------------------------------------------
 
 _MARK_CHAR = "\ue000"  # row_format's slot marker character (see test_column_named_like_a_slot_marker)
 column_names = st.one_of(
@@ -78,7 +79,7 @@ def test_input_bytes_are_the_canonical_encoding_of_each_record(case: tuple[Any, 
     frame, columns = case
     inputs = _inputs(frame, columns)
     want = [encode(r) for r in _records(inputs)]
-    got = _input_bytes(inputs)
+    got = input_bytes(inputs)
     assert got is not None, f"float, integer and text columns take the fast path: {inputs.dtypes.to_dict()}"
     assert got == want
 
@@ -87,7 +88,7 @@ def test_input_bytes_are_the_canonical_encoding_of_each_record(case: tuple[Any, 
 @given(st.lists(strings, min_size=1, max_size=6), column_names)
 def test_object_dtype_text_column_is_encoded_as_encode_does(values: list[str], name: str) -> None:
     inputs = pd.DataFrame({name: pd.Series(values, dtype=object), "n": np.arange(len(values), dtype=np.int64)})
-    assert _input_bytes(inputs) == [encode(r) for r in _records(inputs)]
+    assert input_bytes(inputs) == [encode(r) for r in _records(inputs)]
 
 
 def test_input_bytes_of_the_dtypes_named_by_the_brief() -> None:
@@ -99,7 +100,7 @@ def test_input_bytes_of_the_dtypes_named_by_the_brief() -> None:
         "i32": np.array([-(2**31), 2**31 - 1, 0], dtype=np.int32),
         's"\\%é': pd.Series(['q"', "b\\", "c\x01%"], dtype=object),
     })
-    got = _input_bytes(inputs)
+    got = input_bytes(inputs)
     assert got == [encode(r) for r in _records(inputs)]
     assert got is not None and got[0].startswith(b'{"f32":0.10000000149011612,"f64":1.5,')
 
@@ -107,60 +108,60 @@ def test_input_bytes_of_the_dtypes_named_by_the_brief() -> None:
 @pytest.mark.parametrize("values", [[2**53, 1], [1, -(2**53)], [2**62, 0]])
 def test_int64_beyond_the_safe_range_falls_back(values: list[int]) -> None:
     inputs = pd.DataFrame({"x": np.array(values, dtype=np.int64), "y": [1.0, 2.0]})
-    assert _input_bytes(inputs) is None
+    assert input_bytes(inputs) is None
     with pytest.raises(InputError, match="outside"):
         [encode(r) for r in _records(inputs)]
 
 
 def test_uint64_beyond_the_safe_range_falls_back() -> None:
-    assert _input_bytes(pd.DataFrame({"x": np.array([2**63, 1], dtype=np.uint64)})) is None
+    assert input_bytes(pd.DataFrame({"x": np.array([2**63, 1], dtype=np.uint64)})) is None
 
 
 @pytest.mark.parametrize("values", [[1, 2.5], [1, "a"], ["a", 2.5], [True, 1], ["a", None]])
 def test_object_column_of_mixed_values_falls_back(values: list[Any]) -> None:
     inputs = pd.DataFrame({"m": pd.Series(values, dtype=object), "s": pd.Series(["x"] * len(values), dtype=object)})
-    assert _input_bytes(inputs) is None
+    assert input_bytes(inputs) is None
 
 
 @pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
 def test_non_finite_float_falls_back_and_encode_refuses_it(bad: float) -> None:
     inputs = pd.DataFrame({"x": [1.0, bad]})
-    assert _input_bytes(inputs) is None
+    assert input_bytes(inputs) is None
     with pytest.raises(InputError, match="finite"):
         [encode(r) for r in _records(inputs)]
 
 
 def test_bool_column_falls_back_and_encodes_as_true_false() -> None:
     inputs = pd.DataFrame({"b": np.array([True, False])})
-    assert _input_bytes(inputs) is None
+    assert input_bytes(inputs) is None
     assert [encode(r) for r in _records(inputs)] == [b'{"b":true}', b'{"b":false}']
 
 
 def test_lone_surrogate_falls_back_and_encode_names_it() -> None:
     inputs = pd.DataFrame({"s": pd.Series(["ok", "bad\ud800"], dtype=object)})
-    assert _input_bytes(inputs) is None
+    assert input_bytes(inputs) is None
     with pytest.raises(InputError, match="cannot be encoded"):
         [encode(r) for r in _records(inputs)]
 
 
 def test_no_rows_gives_no_bytes() -> None:
     inputs = pd.DataFrame({"a": pd.Series([], dtype="float64"), "s": pd.Series([], dtype=object)})
-    assert _input_bytes(inputs) == [] == [encode(r) for r in _records(inputs)]
+    assert input_bytes(inputs) == [] == [encode(r) for r in _records(inputs)]
 
 
 def test_column_named_like_a_slot_marker() -> None:
     inputs = pd.DataFrame({"\ue0001\ue000": [1], "b": [2]})
-    got = _input_bytes(inputs)
+    got = input_bytes(inputs)
     assert got is None or got == [encode(r) for r in _records(inputs)]
 
 
 def test_no_columns_gives_one_empty_object_per_row() -> None:
     inputs = pd.DataFrame(index=range(3))
-    got = _input_bytes(inputs)
+    got = input_bytes(inputs)
     assert got is None or got == [encode(r) for r in _records(inputs)]
 
 
-# -- _decisions -------------------------------------------------------------------------------------------
+# -- decisions -------------------------------------------------------------------------------------------
 
 ACTOR, SUBJECT = "svc:batch@example.com", "model:credit@1"
 COMMON: dict[str, Any] = {"model": "credit@1", "artifact_sha256": "ab" * 32, "stage": "production",
@@ -214,7 +215,7 @@ SEQ, PREV, TS = 12345, bytes(range(32)), "2026-11-29T10:00:00.000001Z"
 
 def entries(result: EntryRows | list[Any]) -> list[SimpleNamespace]:
     """Per row, what the ledger would store at seq ``SEQ + i`` after ``PREV`` at ``TS`` (the whole entry
-    bytes), and the kind, subject, actor and payload its check would see; of ``_decisions``' rows or
+    bytes), and the kind, subject, actor and payload its check would see; of ``decisions``' rows or
     events, or of the reference's prefixes."""
     if isinstance(result, EntryRows):
         fmt = result.entry_format(TS)
@@ -258,7 +259,7 @@ def chunks(draw: st.DrawFn) -> tuple[dict[str, Any], dict[str, Any], list[Any], 
 @given(chunks())
 def test_decisions_equal_the_reference_path(case: tuple[dict[str, Any], dict[str, Any], list[Any], list[Any]]) -> None:
     common, part, labels, scores = case
-    assert_same_entries(_decisions(ACTOR, SUBJECT, common, part, labels, scores),
+    assert_same_entries(decisions(ACTOR, SUBJECT, common, part, labels, scores),
                         reference(ACTOR, SUBJECT, common, part, labels, scores))
 
 
@@ -280,12 +281,12 @@ def _part(n: int, key: str = "dk-" + "0" * 32) -> dict[str, Any]:
 ])
 def test_decisions_examples(labels: list[Any], scores: list[Any]) -> None:
     part = _part(len(labels))
-    got = _decisions(ACTOR, SUBJECT, COMMON, part, labels, scores)
+    got = decisions(ACTOR, SUBJECT, COMMON, part, labels, scores)
     assert_same_entries(got, reference(ACTOR, SUBJECT, COMMON, part, labels, scores))
 
 
 def test_true_and_one_stay_distinct_in_the_bytes() -> None:
-    got = entries(_decisions(ACTOR, SUBJECT, COMMON, _part(2), [True, 1], [0.5, 0.5]))
+    got = entries(decisions(ACTOR, SUBJECT, COMMON, _part(2), [True, 1], [0.5, 0.5]))
     assert b'"label":true,' in got[0].data and b'"label":1,' in got[1].data
     assert got[0].payload is not None and got[0].payload["label"] is True
     assert got[1].payload is not None and type(got[1].payload["label"]) is int
@@ -294,7 +295,7 @@ def test_true_and_one_stay_distinct_in_the_bytes() -> None:
 def test_subject_keys_and_a_deployment_key_in_one_chunk() -> None:
     part = {"input_commitment": ["0" * 64, "1" * 64, "f" * 64],
             "key_id": ["sk-" + "a" * 32, "dk-" + "b" * 32, "sk-" + "a" * 32]}
-    got = _decisions(ACTOR, SUBJECT, COMMON, part, [1, 0, 1], [0.5, None, 0.25])
+    got = decisions(ACTOR, SUBJECT, COMMON, part, [1, 0, 1], [0.5, None, 0.25])
     assert_same_entries(got, reference(ACTOR, SUBJECT, COMMON, part, [1, 0, 1], [0.5, None, 0.25]))
 
 
@@ -316,7 +317,7 @@ ERROR_CASES = {
 
 
 def _error_of(fn: Any) -> BaseException:
-    """What ``fn`` raises; for ``_decisions``, called through ``entries``, which prepares events as the
+    """What ``fn`` raises; for ``decisions``, called through ``entries``, which prepares events as the
     append does (an event's payload that cannot be encoded is refused there, before anything of its
     chunk is written)."""
     try:
@@ -335,8 +336,8 @@ def _check_same_error(labels: list[Any], scores: list[Any], keys: list[str] | No
         part["input_commitment"] = commitments
     want = _error_of(functools.partial(reference, actor, SUBJECT, COMMON, part, labels, scores))
     assert isinstance(want, InputError | ValidationError)
-    got = _error_of(lambda: entries(_decisions(actor, SUBJECT, COMMON, part, labels, scores)))
-    assert isinstance(got, type(want)), f"reference raised {want!r}; _decisions raised {got!r}"
+    got = _error_of(lambda: entries(decisions(actor, SUBJECT, COMMON, part, labels, scores)))
+    assert isinstance(got, type(want)), f"reference raised {want!r}; decisions raised {got!r}"
 
 
 @pytest.mark.parametrize(("labels", "scores", "keys"), list(ERROR_CASES.values()), ids=list(ERROR_CASES))
@@ -350,9 +351,9 @@ def test_invalid_constants_raise_as_the_reference_does() -> None:
         common = {**COMMON, **bad}
         part = _part(2)
         want = _error_of(functools.partial(reference, ACTOR, SUBJECT, common, part, [1, 0], [0.5, 0.5]))
-        got = _error_of(lambda c=common, p=part: entries(_decisions(ACTOR, SUBJECT, c, p, [1, 0], [0.5, 0.5])))
+        got = _error_of(lambda c=common, p=part: entries(decisions(ACTOR, SUBJECT, c, p, [1, 0], [0.5, 0.5])))
         assert isinstance(want, InputError | ValidationError), bad
-        assert isinstance(got, type(want)), f"{bad}: reference raised {want!r}; _decisions raised {got!r}"
+        assert isinstance(got, type(want)), f"{bad}: reference raised {want!r}; decisions raised {got!r}"
 
 
 def test_lone_surrogate_label_raises_input_error() -> None:
@@ -376,7 +377,7 @@ def test_decisions_with_a_control_character_actor_fail_deep_verification(tmp_pat
     try:
         size = led.head_size()
         with contextlib.suppress(InputError, ValidationError):  # refused: the expected behaviour
-            _append(led, _decisions("batch\nactor", SUBJECT, COMMON, _part(1), [1], [0.5]))
+            append_decisions(led, decisions("batch\nactor", SUBJECT, COMMON, _part(1), [1], [0.5]))
         assert led.verify(deep=True, workers=1).ok
         assert led.head_size() == size
     finally:
@@ -387,7 +388,7 @@ def test_decisions_with_a_control_character_actor_fail_deep_verification(tmp_pat
                                             ("é", False), ("0x", False), (" 0", False), ("\u0660", False),
                                             ("ab\x00", False), ("f" * 640, True)])
 def test_lower_hex(text: str, hex_: bool) -> None:
-    assert _lower_hex(text) is hex_
+    assert lower_hex(text) is hex_
 
 
 def test_an_uppercase_commitment_is_refused_as_the_reference_refuses_it() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from backends._batch import _record_lines
+from backends._batch_encode import record_lines
 from backends.serving import recorded_score
 from ledger.canonical import encode
 
@@ -26,4 +26,4 @@ def test_spliced_records_equal_their_canonical_encoding(cases: list[tuple[bytes,
     want = [encode({"input_commitment": c.hex(), "key_id": k, "label": lab, "row": first + i,
                     "score": recorded_score(s)})  # type: ignore[arg-type]
             for i, (c, k, lab, s) in enumerate(cases)]
-    assert _record_lines(part) == want
+    assert record_lines(part) == want

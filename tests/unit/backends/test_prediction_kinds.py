@@ -72,7 +72,7 @@ def test_a_decision_is_refused_under_an_erased_key_or_one_whose_erasure_is_recor
 def test_batch_records_of_any_label_are_the_canonical_encoding() -> None:
     """The fast path splices pre-encoded pieces for int and bool labels; any other label (a string, a
     list from an engine plugin) is encoded by ``encode`` itself, never refused."""
-    from backends._batch import _record_lines
+    from backends._batch_encode import record_lines
     from ledger.canonical import encode
 
     labels = [1, True, False, "approve", [0, 1], 2**53 - 1, -7]
@@ -80,7 +80,7 @@ def test_batch_records_of_any_label_are_the_canonical_encoding() -> None:
             "row": list(range(len(labels))), "score": [0.5] * len(labels)}
     want = [encode({"input_commitment": "ab" * 32, "key_id": "dk-1", "label": lb, "row": i, "score": 0.5})
             for i, lb in enumerate(labels)]
-    assert _record_lines(part) == want
+    assert record_lines(part) == want
 
 
 def test_a_plain_list_of_bool_and_int_labels_keeps_its_bools() -> None:
