@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hmac
 import os
+import re
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -62,6 +63,7 @@ SEAL_INFO: Final = b"mlledger/v1 input-seal"
 #: commitment's message is a canonical JSON object (starts with ``{``), so the two never collide.
 REQUEST_DOMAIN: Final = b"mlledger/v1 request-id\x00"
 _SUBJECT_MAX: Final = 512
+_CONTROL: Final = re.compile(r"[\x00-\x1f]")
 
 
 #: Each byte XOR HMAC's ipad and opad (RFC 2104), as ``bytes.translate`` tables.
@@ -149,7 +151,7 @@ class SubjectKey:
 
 
 def _check_subject(subject: str) -> None:
-    if not subject or len(subject.encode()) > _SUBJECT_MAX or any(ord(c) < 32 for c in subject):
+    if not subject or len(subject.encode()) > _SUBJECT_MAX or _CONTROL.search(subject):
         raise InputError(f"subject id must be 1..{_SUBJECT_MAX} bytes of printable text")
 
 

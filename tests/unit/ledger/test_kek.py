@@ -354,3 +354,51 @@ def test_an_erasure_whose_kek_file_cannot_be_written_says_how_to_finish(
     monkeypatch.undo()
     assert SubjectKeys(led, home).finish_erasures() == [zoe.key_id]
     assert keys.status(zoe.key_id) == "erased"
+
+
+def test_concurrent_bulk_creation_of_the_same_subjects_gives_one_key_each(any_url: str, home: Path) -> None:
+    """``many_for_subjects`` from several threads over overlapping subjects: a creation that loses the race
+    (the unique tag, raised by the driver's executemany) is retried and reads the winner's key."""
+    led = make_ledger(any_url)
+    try:
+        subjects = [f"bulk-{i}" for i in range(300)]
+        got: list[dict[str, SubjectKey]] = []
+        errors: list[BaseException] = []
+        start = threading.Barrier(3)
+
+        def create(worker: int) -> None:
+            keys = SubjectKeys(led, home)
+            try:
+                start.wait()
+                got.append(keys.many_for_subjects(subjects[worker * 50 :] + subjects[: worker * 50]))
+            except BaseException as exc:  # pragma: no cover - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=create, args=(w,)) for w in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors
+        assert len(got) == 3 and got[0] == got[1] == got[2] and len(got[0]) == 300
+        assert SubjectKeys(led, home).many_for_subjects(subjects) == got[0]
+    finally:
+        led.close()
+
+
+def test_key_writes_on_sqlite_use_a_large_page_cache_and_give_the_connection_its_own_back(
+        sqlite_url: str, home: Path) -> None:
+    led = make_ledger(sqlite_url)
+    try:
+        table = SubjectKeys(led, home)._table
+        with table.writing() as conn:
+            dbapi = conn.connection.dbapi_connection
+            assert dbapi is not None
+            assert dbapi.execute("PRAGMA cache_size").fetchone()[0] == -65536
+        assert dbapi.execute("PRAGMA cache_size").fetchone()[0] == -2000
+        with pytest.raises(RuntimeError), table.writing() as conn:  # and when the transaction fails
+            dbapi = conn.connection.dbapi_connection
+            raise RuntimeError("refused")
+        assert dbapi is not None and dbapi.execute("PRAGMA cache_size").fetchone()[0] == -2000
+    finally:
+        led.close()
