@@ -230,7 +230,7 @@ class Sequencer:
             return None
         frontier = frontier.copy()
         nodes = frontier.extend(leaves, min_level=NODE_MIN_LEVEL)
-        return Ahead(size, prev, last_ts, ts_us, ts, rows, leaves, nodes, frontier)
+        return Ahead(size, prev, ts_us, ts, rows, leaves, nodes, frontier)
 
     def _plan(self, kind: str) -> Callable[[Tx, EntryPrefix, int], None] | None:
         """What sequencing an entry of ``kind`` must check (looked up once per kind and batch): access
@@ -300,11 +300,10 @@ def _format_rows(item: EntryRows, seq: int, prev: bytes, ts: str, ts_us: int, ro
 @dataclass(frozen=True, slots=True)
 class Ahead:
     """``EntryRows`` sequenced ahead of the write lock (``Sequencer.ahead``): valid after the tail
-    (``size``, ``prev``, ``last_ts``) it assumed."""
+    (``size``, ``prev``) it assumed, if that tail is not later than its time."""
 
     size: int
     prev: bytes
-    last_ts: int
     ts_us: int
     ts: str
     rows: list[tuple[Any, ...]]

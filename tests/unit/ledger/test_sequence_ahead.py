@@ -253,5 +253,5 @@ def test_a_kind_checked_entry_by_entry_is_not_sequenced_ahead(led: Ledger, monke
 def test_ahead_fits_only_the_tail_it_assumed(size: int, prev: bytes, last_ts: int, fits: bool) -> None:
     from ledger import merkle
 
-    ahead = sequencer.Ahead(5, b"p", 10, 10, "t", [], [b"l"], [], merkle.Frontier())
+    ahead = sequencer.Ahead(5, b"p", 10, "t", [], [b"l"], [], merkle.Frontier())
     assert ahead.fits(size, prev, last_ts) is fits
