@@ -184,7 +184,6 @@ def _predict_file(scorer: Scorer, source: Path, output: Path, *, subject_column:
     tree = merkle.Frontier()  # the records' Merkle tree, built as they are written
     sha = hashlib.sha256
     to_seal: list[Any] = []
-    first_seq: int | None = None
     entries = 0
     rec_fh = tmp_rec.open("wb") if tmp_rec else None
     rec_sha = hashlib.sha256()
@@ -195,13 +194,12 @@ def _predict_file(scorer: Scorer, source: Path, output: Path, *, subject_column:
     spans: list[list[int]] = []  # the seqs recorded, as [first, last] runs (others may append between chunks)
 
     def settle() -> None:
-        nonlocal pending, entries, first_seq
+        nonlocal pending, entries
         if pending is not None:
             future, part = pending
             pending = None
             receipts = future.result()
             entries += len(receipts)
-            first_seq = receipts[0].seq if first_seq is None else first_seq
             part["seq"] = receipts.seqs if isinstance(receipts, Receipts) else [r.seq for r in receipts]
             lo, hi = part["seq"][0], part["seq"][-1]  # (a chunk's seqs are contiguous; chunks need not be)
             if spans and spans[-1][1] + 1 == lo:
@@ -278,7 +276,7 @@ def _predict_file(scorer: Scorer, source: Path, output: Path, *, subject_column:
     except BaseException as exc:
         if pending is not None and pending[0].exception() is None:
             settle()  # the chunk in flight was committed: it counts among the recorded rows
-        if first_seq is None or batch_commitment:
+        if not spans or batch_commitment:
             raise
         report = _recorded_report(entries, total, spans)
         if not isinstance(exc, Exception):  # Ctrl-C and the like keep their meaning, with the report
@@ -296,7 +294,7 @@ def _predict_file(scorer: Scorer, source: Path, output: Path, *, subject_column:
         for t in (tmp_out, tmp_rec):
             if t is not None and t.exists():
                 t.unlink()
-    return BatchResult(done, entries, first_seq, batch_seq, root, output, records_path,
+    return BatchResult(done, entries, spans[0][0] if spans else None, batch_seq, root, output, records_path,
                        time.perf_counter() - start)
 
 

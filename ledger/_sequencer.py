@@ -22,7 +22,7 @@ from typing import Any, Final
 from ledger import merkle
 from ledger._store import Receipt, Store, Tail, Tx
 from ledger.canonical import GENESIS_PREV, MAX_PAYLOAD_BYTES, EntryPrefix, entry_bytes, format_ts
-from ledger.entry_rows import EntryRows, Receipts
+from ledger.entry_rows import EntryRows, Receipts, refuse_kind
 from ledger.errors import InputError, IntegrityError
 from ledger.events import check_for, check_reads, guards, many_check_for, payload_model
 from ledger.schema import NODE_MIN_LEVEL
@@ -116,9 +116,8 @@ class Sequencer:
         seq, end_ts = size, last_ts  # (end_ts: the time of the last entry)
         plans: dict[str, Callable[[Tx, EntryPrefix, int], None] | None] = {}
         for pre in batch:
-            if type(pre) is EntryRows and (payload_model(pre.kind).GOVERNED or pre.kind.startswith("key.")):
-                raise InputError(f"kind: {pre.kind} cannot be appended as rows (its guards and key history check "
-                                 "each entry); use append_many")
+            if type(pre) is EntryRows:
+                refuse_kind(pre.kind)  # (whoever hands rows in, not only ``Ledger.append_rows``)
             if (type(pre) is EntryRows and seq == size and (ahead := pre.ahead) is not None
                     and ahead.fits(seq, prev, last_ts)):
                 # sequenced ahead of the lock (``ahead``) after the tail that is there: write its rows

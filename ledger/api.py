@@ -29,7 +29,7 @@ from ledger._parallel import PARALLEL_MIN, SEGMENT_LEVEL, verify_parallel
 from ledger._sequencer import Sequencer
 from ledger._store import Head, Receipt, Store, Writer, resolve_url, root_of_head
 from ledger.canonical import EntryPrefix, format_ts, parse_ts
-from ledger.entry_rows import EntryRows, Receipts
+from ledger.entry_rows import EntryRows, Receipts, refuse_kind
 from ledger.errors import InputError, IntegrityError, MlledgerError, StorageError
 from ledger.events import Event, describe_validation_error, payload_model
 from ledger.kinds import LedgerCreated
@@ -265,9 +265,9 @@ class Ledger(_CheckpointsMixin):
         ``backends._batch``), atomically. The caller vouches, as ``EntryRows`` says, that each payload
         is its kind's canonical, valid payload; the kind's check still runs. Ungoverned kinds only (a
         governed one must be signed), and no key events."""
-        kind = rows.kind
-        if kind in RESERVED_KINDS or payload_model(kind).GOVERNED or kind.startswith("key."):
-            raise InputError(f"kind: {kind} cannot be appended as rows; use append_many")
+        if rows.kind in RESERVED_KINDS:
+            raise InputError(f"kind: {rows.kind} cannot be appended as rows; use append_many")
+        refuse_kind(rows.kind)
         if not len(rows):
             return Receipts(0, [], "")
         result = self._submit([rows])[0]

@@ -20,12 +20,18 @@ import orjson
 from ledger._store import Receipt
 from ledger.canonical import MAX_PAYLOAD_BYTES, _head, _name
 from ledger.errors import InputError
-from ledger.events import check_name
+from ledger.events import check_name, payload_model
 
 if TYPE_CHECKING:
     from ledger._sequencer import Ahead
 
-__all__ = ["EntryRows", "Receipts"]
+__all__ = ["EntryRows", "Receipts", "refuse_kind"]
+
+
+def refuse_kind(kind: str) -> None:
+    """Refuse rows of a kind whose access guards or key history must see each entry on its own."""
+    if payload_model(kind).GOVERNED or kind.startswith("key."):
+        raise InputError(f"kind: {kind} cannot be appended as rows; use append_many")
 
 
 class EntryRows:

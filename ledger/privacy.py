@@ -114,11 +114,7 @@ class SubjectKey:
 
     def commit_encoded(self, data: bytes) -> bytes:
         """The commitment of a record given as its canonical bytes (``encode(record)``)."""
-        inner = self._inner.copy()
-        inner.update(data)
-        outer = self._outer.copy()
-        outer.update(inner.digest())
-        return bytes(outer.digest())
+        return self.commit_many((data,))[0]
 
     def commit_many(self, records: Iterable[bytes]) -> list[bytes]:
         """``commit_encoded`` of each of ``records`` (canonical bytes), in one loop."""
